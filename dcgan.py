@@ -348,13 +348,17 @@ def update_ema(ema, model, step, decay):
 
 
 # --- Training step ------------------------------------------------------------------------------
-def train_step(nets, real, args, amp):
+def images_per_step(args):
+    return args.batch_size * args.d_steps  # each D update sees its own real batch
+
+
+def train_step(nets, reals, args, amp):
     """--d-steps D updates on real vs G(z), then one non-saturating G update. Returns 0-d tensors."""
     G, D, opt_G, opt_D = nets["G_fwd"], nets["D_fwd"], nets["opt_G"], nets["opt_D"]
-    n, device = len(real), real.device
+    n, device = args.batch_size, reals.device
     real_target = torch.full((n,), 1.0 - args.label_smoothing, device=device)
     zeros, ones = torch.zeros(n, device=device), torch.ones(n, device=device)
-    for _ in range(args.d_steps):  # the same real batch, fresh fakes each time
+    for real in reals.split(n):
         z = sample_noise(n, args.z_dim, args.noise, device)
         with amp:
             fake = G(z).detach()
@@ -376,7 +380,7 @@ def train_step(nets, real, args, amp):
 
 # --- shared: loop (identical in mlp_gan.py, dcgan.py, wgan_sn.py) ---
 # Each script defines what this block calls: STEP_METRICS, EPOCH_METRICS, load_training_data,
-# data_channels, build, train_step, batch_to_float, to_output and end_of_epoch.
+# images_per_step, data_channels, build, train_step, batch_to_float, to_output and end_of_epoch.
 def atomic_save(obj, path):
     """torch.save to a temporary file, then rename: a kill at any moment leaves the old file intact."""
     path = Path(path)
@@ -483,8 +487,6 @@ def train(args):
     torch.manual_seed(args.seed)
     data = load_training_data(args)
     n_data = len(data)
-    if n_data < args.batch_size:
-        raise UsageError(f"the dataset has {n_data} examples, fewer than --batch-size {args.batch_size}")
     data = put_on_device(data, device)
     channels = data_channels(data)
     nets = build(args, channels, device)
@@ -504,7 +506,10 @@ def train(args):
     nets["G_fwd"], nets["D_fwd"] = (torch.compile(nets[k]) if args.compile else nets[k] for k in ("G", "D"))
     amp = autocast(device, args.amp)
     log = MetricsLog(out / "metrics.csv", STEP_METRICS + ["img_per_s"] + EPOCH_METRICS, step if args.resume else None)
-    steps_per_epoch = n_data // args.batch_size  # drop the last partial batch: BatchNorm wants full ones
+    per_step = images_per_step(args)
+    if n_data < per_step:
+        raise UsageError(f"the dataset has {n_data} examples, fewer than the {per_step} one step needs")
+    steps_per_epoch = n_data // per_step  # drop the last partial batch: BatchNorm wants full ones
 
     def checkpoint(epoch, pos, perm):
         atomic_save({"script": SCRIPT, "args": vars(args), "channels": channels, "step": step, "epoch": epoch, "pos": pos,
@@ -523,7 +528,7 @@ def train(args):
             raise FloatingPointError(f"a loss became NaN or infinite near step {pending[-1][0]}; "
                                      f"the last good checkpoint is {out / 'ckpt.pt'} (try a lower learning rate)")
         now = time.perf_counter()
-        speed = (pending[-1][0] - n_last) * args.batch_size / (now - t_last)
+        speed = (pending[-1][0] - n_last) * per_step / (now - t_last)
         rows = [dict(kind="step", epoch=epoch + 1, step=s, time=f"{time.time():.1f}", img_per_s=f"{speed:.1f}",
                      **{k: f"{x:.5g}" for k, x in zip(STEP_METRICS, vals)}) for (s, _), vals in zip(pending, values.tolist())]
         log.write(rows)
@@ -546,7 +551,7 @@ def train(args):
                            total=steps_per_epoch, initial=pos)
             n_last, t_last = step, time.perf_counter()
             for pos in bar:
-                idx = perm[pos * args.batch_size:(pos + 1) * args.batch_size].to(data.device)
+                idx = perm[pos * per_step:(pos + 1) * per_step].to(data.device)
                 real = batch_to_float(data[idx], device, args)
                 pending.append((step + 1, train_step(nets, real, args, amp)))
                 step += 1
@@ -637,7 +642,7 @@ def main(argv=None):
 # --- end shared: loop ---
 
 
-# --- Data, samples and evaluation for this script ------------------------------------------------
+# --- shared: image samples (identical in dcgan.py, wgan_sn.py) ---
 EPOCH_METRICS = ["fid"]
 
 
@@ -676,6 +681,7 @@ def end_of_epoch(args, G, fixed_z, epoch, out, device):
         print(f"epoch {epoch + 1}: FID {result['fid']} ({args.fid_samples} samples vs {args.dataset} train)")
     G.train(was_training)
     return result
+# --- end shared: image samples ---
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ def test_bad_image_size_is_a_usage_error():
 
 
 def test_training_step_updates_both_networks():
-    args = dcgan.parse_args(["--z-dim", "8", "--g-width", "8", "--d-width", "8", "--d-steps", "2",
+    args = dcgan.parse_args(["--batch-size", "4", "--z-dim", "8", "--g-width", "8", "--d-width", "8", "--d-steps", "2",
                              "--label-smoothing", "0.1", "--d-dropout", "0.2", "--noise", "uniform"])
     nets = dcgan.build(args, 3, torch.device("cpu"))
     nets["G_fwd"], nets["D_fwd"] = nets["G"], nets["D"]
