@@ -435,7 +435,8 @@ def load_checkpoint(path):
 
 
 def check_compatible(ck, args):
-    for key in ("dataset", "image_size", "z_dim"):
+    shape_flags = ("dataset", "image_size", "channels", "z_dim", "g_width", "d_width", "depth", "pack")
+    for key in (k for k in shape_flags if hasattr(args, k)):
         if ck["args"].get(key) != getattr(args, key):
             raise UsageError(f"--resume: the checkpoint has --{key.replace('_', '-')} {ck['args'].get(key)}, "
                              f"this run has {getattr(args, key)}")
@@ -523,9 +524,12 @@ def train(args):
     if args.resume:
         ck = load_checkpoint(out / "ckpt.pt")
         check_compatible(ck, args)
-        for k in ("G", "D", "G_ema", "opt_G", "opt_D"):
-            if nets[k] is not None and ck.get(k) is not None:
-                nets[k].load_state_dict(ck[k])
+        try:
+            for k in ("G", "D", "G_ema", "opt_G", "opt_D"):
+                if nets[k] is not None and ck.get(k) is not None:
+                    nets[k].load_state_dict(ck[k])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise UsageError(f"--resume: the checkpoint does not fit this model ({str(e).splitlines()[0][:150]})") from None
         start_epoch, pos, perm, step = ck["epoch"], ck["pos"], ck["perm"], ck["step"]
         set_rng_state(ck["rng"], device)
         data_rng.set_state(ck["data_rng"])
