@@ -206,6 +206,9 @@ def load_folder(folder, image_size, channels):
         raise UsageError(f"--data-dir {folder} is not a folder (with --dataset folder it holds the images)")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    no_images = f"no usable images in {folder} (looked for {', '.join(sorted(IMAGE_EXTS))}, nested or flat)"
+    if not files:
+        raise UsageError(no_images)
     stats = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     fingerprint = hashlib.sha1(repr((stats, image_size, channels)).encode()).hexdigest()
     cache = root / f".gan-cache-{image_size}px-{channels}ch.pt"
@@ -231,7 +234,7 @@ def load_folder(folder, image_size, channels):
         print(f"warning: skipped {len(bad)} unreadable image(s): {', '.join(bad[:5])}"
               f"{', ...' if len(bad) > 5 else ''}", file=sys.stderr)
     if not images:
-        raise UsageError(f"no usable images in {folder} (looked for {', '.join(sorted(IMAGE_EXTS))}, nested or flat)")
+        raise UsageError(no_images)
     x = torch.stack(images)
     try:
         atomic_save({"fingerprint": fingerprint, "images": x}, cache)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import dcgan
-from conftest import ROOT
+from conftest import ROOT, make_mnist
 
 TINY = ["--g-width", "8", "--d-width", "8", "--batch-size", "16", "--log-every", "3"]
 
@@ -41,7 +41,8 @@ def test_training_step_updates_both_networks():
     nets = dcgan.build(args, 3, torch.device("cpu"))
     nets["G_fwd"], nets["D_fwd"] = nets["G"], nets["D"]
     before = {k: [p.detach().clone() for p in nets[k].parameters()] for k in ("G", "D")}
-    out = dcgan.train_step(nets, torch.rand(4, 3, 32, 32) * 2 - 1, args, dcgan.autocast(torch.device("cpu"), True))
+    assert dcgan.images_per_step(args) == 8  # each D step gets its own real batch of 4
+    out = dcgan.train_step(nets, torch.rand(8, 3, 32, 32) * 2 - 1, args, dcgan.autocast(torch.device("cpu"), True))
     assert len(out) == len(dcgan.STEP_METRICS) and all(torch.isfinite(v) for v in out)
     for k in ("G", "D"):
         assert all(not torch.equal(a, b) for a, b in zip(before[k], nets[k].parameters()))
@@ -152,7 +153,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mnist_dir, tmp_path, 
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, make_args, message):
     d = tmp_path / "in"
-    d.mkdir()
+    make_mnist(d)
     (d / "corrupt.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
     torch.save({"script": "wgan_sn", "args": {}}, d / "other.pt")
 
