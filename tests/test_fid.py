@@ -151,3 +151,20 @@ def test_cli_bad_input_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "fid.py"), "nosuch:train", str(tmp_path), "--inception-weights",
                         str(tmp_path / "missing.pth")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "does not exist" in r.stderr
+
+
+def test_inputs_folder_npz_stats_and_dataset(tmp_path):
+    from conftest import make_cifar, make_folder
+    folder = make_folder(tmp_path / "imgs", n=4)
+    kind, x = fid.load_input(str(folder), image_size=16)
+    assert kind == "images" and x.shape == (7, 3, 16, 16) and x.dtype == torch.uint8
+    np.savez(tmp_path / "s.npz", mu=np.zeros(3), sigma=np.eye(3))
+    assert fid.load_input(str(tmp_path / "s.npz"))[0] == "stats"
+    make_cifar(tmp_path / "data")
+    kind, x = fid.load_input("cifar10:test", n=5, data_dir=str(tmp_path / "data"))
+    assert x.shape == (5, 3, 32, 32)
+    with pytest.raises(fid.UsageError, match="not an image folder"):
+        fid.load_input("imagenet:train")
+    np.savez(tmp_path / "bad.npz", x=np.zeros((2, 8, 8, 3), np.float32))
+    with pytest.raises(fid.UsageError, match="uint8 NHWC"):
+        fid.load_input(str(tmp_path / "bad.npz"))
