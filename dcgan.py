@@ -14,6 +14,7 @@ CIFAR-10 32x32 at 465 images/s, 107 s an epoch; 20 epochs give recognisable obje
 1.75x the throughput of the pytorch/examples DCGAN step. Commands and details: README.md.
 """
 import argparse
+import copy
 import csv
 import hashlib
 import math
@@ -332,7 +333,6 @@ def build(args, channels, device):
 
 # --- shared: build (identical in mlp_gan.py, dcgan.py, wgan_sn.py) ---
 def finish_build(args, G, D, device):
-    import copy
     G, D = (m.to(device, memory_format=torch.channels_last) for m in (G, D))  # NHWC: faster convs
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if args.ema else None
     fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # one kernel for the whole update

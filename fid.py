@@ -195,8 +195,10 @@ def resolve_weights(path=None):
     if cached.is_file():
         return cached
     try:
-        torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(cached.with_suffix(".part")), progress=True)
-        cached.with_suffix(".part").rename(cached)  # (the hash prefix in the name is checked below)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        part = cached.with_suffix(".part")  # the name's hash prefix is the file's sha256 prefix
+        torch.hub.download_url_to_file(FID_WEIGHTS_URL, str(part), hash_prefix="6726825d", progress=True)
+        part.rename(cached)
         return cached
     except Exception as e:
         fallback = torchscript_weights_file()

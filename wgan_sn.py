@@ -12,6 +12,7 @@ Same skeleton as dcgan.py (the '# --- shared' blocks are identical copies).
 Measured results are in README.md (Results); every figure there gives its command and hardware.
 """
 import argparse
+import copy
 import csv
 import hashlib
 import math
@@ -329,7 +330,6 @@ def build(args, channels, device):
 
 # --- shared: build (identical in mlp_gan.py, dcgan.py, wgan_sn.py) ---
 def finish_build(args, G, D, device):
-    import copy
     G, D = (m.to(device, memory_format=torch.channels_last) for m in (G, D))  # NHWC: faster convs
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if args.ema else None
     fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # one kernel for the whole update
