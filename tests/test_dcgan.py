@@ -90,6 +90,12 @@ def test_cli_end_to_end_writes_every_output(mnist_dir, tmp_path):
                 "--out-dir", out, "--epochs", 3, *TINY)
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--image-size 16" in r.stderr
 
+    # A fresh run into a folder that holds a checkpoint would overwrite it: refused, nothing touched.
+    before = (out / "ckpt.pt").read_bytes()
+    r = run_cli("--dataset", "mnist", "--data-dir", mnist_dir, "--image-size", 16, "--out-dir", out, "--epochs", 1, *TINY)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--resume" in r.stderr
+    assert (out / "ckpt.pt").read_bytes() == before
+
 
 def weights(path):
     ck = torch.load(path, weights_only=True)

@@ -56,8 +56,27 @@ def test_packing_gives_one_logit_per_pack():
     assert D(torch.randn(12, 2)).shape == (3,)
 
 
+def test_r1_penalty_on_a_linear_discriminator():
+    # D(x) = w.x + b has gradient w everywhere: the penalty is |w|^2 per D input (per pack when packed).
+    D = mlp_gan.MLPDiscriminator(2, width=4, depth=0, pack=2)
+    w = D.net[0].weight.detach().flatten()
+    assert torch.allclose(mlp_gan.r1_penalty(D, torch.randn(8, 2), pack=2), w.pow(2).sum())
+
+
+def test_r1_every_k_applies_the_penalty_on_every_kth_d_update(monkeypatch):
+    args = mlp_gan.parse_args(["--r1", "1", "--r1-every", "3", "--batch-size", "8", "--g-width", "4", "--d-width", "4"])
+    nets = mlp_gan.build(args, None, torch.device("cpu"))
+    nets["G_fwd"], nets["D_fwd"] = nets["G"], nets["D"]
+    calls = []
+    real_r1 = mlp_gan.r1_penalty
+    monkeypatch.setattr(mlp_gan, "r1_penalty", lambda *a: calls.append(1) or real_r1(*a))
+    for _ in range(7):
+        mlp_gan.train_step(nets, mlp_gan.sample_mixture("grid25", 8, "cpu"), args, mlp_gan.autocast("cpu", False))
+    assert len(calls) == 2  # updates 3 and 6
+
+
 def test_short_grid25_run_beats_the_untrained_generator(tmp_path):
-    argv = ["--epochs", "2", "--steps-per-epoch", "150", "--out-dir", str(tmp_path / "r"), "--log-every", "50"]
+    argv = ["--epochs", "2", "--steps-per-epoch", "400", "--out-dir", str(tmp_path / "r"), "--log-every", "50"]
     args = mlp_gan.parse_args(argv)
     torch.manual_seed(args.seed)
     untrained = mlp_gan.build(args, None, torch.device("cpu"))["G"]
