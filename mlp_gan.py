@@ -408,11 +408,17 @@ def r1_penalty(D, real, pack):
     return grad.pow(2).sum() / (len(real) // pack)
 
 
-def set_lr(nets, args):
-    """--lr-decay-from: the learning rates at this point of a 2-D run (from the optimiser's own step
-    count, so --resume continues the schedule)."""
-    state = next(iter(nets["opt_G"].state.values()), None)
-    frac = (int(state["step"]) if state else 0) / (args.epochs * args.steps_per_epoch)
+def updates_done(nets):
+    """D updates so far: counted in nets, starting from the optimiser's own count (so --resume goes on)."""
+    if "updates" not in nets:
+        state = next(iter(nets["opt_D"].state.values()), None)
+        nets["updates"] = int(state["step"]) if state else 0
+    return nets["updates"]
+
+
+def set_lr(nets, args, done):
+    """--lr-decay-from: both learning rates after `done` of the 2-D run's steps."""
+    frac = done / (args.epochs * args.steps_per_epoch)
     scale = min(1.0, (1 - frac) / (1 - args.lr_decay_from))
     for opt, lr in ((nets["opt_G"], args.lr_g), (nets["opt_D"], args.lr_d)):
         for group in opt.param_groups:
@@ -424,8 +430,9 @@ def train_step(nets, real, args, amp):
     Returns 0-d tensors (STEP_METRICS; loss_d without the penalty)."""
     G, D, opt_G, opt_D = nets["G_fwd"], nets["D_fwd"], nets["opt_G"], nets["opt_D"]
     n, device = len(real), real.device
+    done = updates_done(nets)
     if args.dataset in POINT_SETS and args.lr_decay_from < 1:
-        set_lr(nets, args)
+        set_lr(nets, args, done)
     m = n // args.pack  # D's batch: one logit per pack of samples
     real_target = torch.full((m,), 1.0 - args.label_smoothing, device=device)
     zeros, ones = torch.zeros(m, device=device), torch.ones(m, device=device)
@@ -436,12 +443,12 @@ def train_step(nets, real, args, amp):
         loss_d = F.binary_cross_entropy_with_logits(d_real, real_target) + \
             F.binary_cross_entropy_with_logits(d_fake, zeros)
     penalty = 0
-    nets["d_updates"] = nets.get("d_updates", 0) + 1
-    if args.r1 and nets["d_updates"] % args.r1_every == 0:  # lazy, scaled up to match (StyleGAN2)
+    if args.r1 and (done + 1) % args.r1_every == 0:  # lazy, scaled up to match (StyleGAN2)
         penalty = args.r1 * args.r1_every / 2 * r1_penalty(D, real, args.pack)
     opt_D.zero_grad(set_to_none=True)
     (loss_d + penalty).backward()
     opt_D.step()
+    nets["updates"] += 1
     z = sample_noise(n, args.z_dim, args.noise, device)
     with amp:
         loss_g = F.binary_cross_entropy_with_logits(D(G(z)), ones)

@@ -1,5 +1,7 @@
 """mlp_gan.py: the mode metrics on hand-made point sets, a short 2-D run, and the image path."""
 import csv
+import os
+import signal
 import subprocess
 import sys
 
@@ -73,6 +75,28 @@ def test_r1_every_k_applies_the_penalty_on_every_kth_d_update(monkeypatch):
     for _ in range(7):
         mlp_gan.train_step(nets, mlp_gan.sample_mixture("grid25", 8, "cpu"), args, mlp_gan.autocast("cpu", False))
     assert len(calls) == 2  # updates 3 and 6
+
+
+def test_ctrl_c_and_resume_continue_the_lr_schedule_and_lazy_r1_exactly(tmp_path, monkeypatch):
+    argv = ["--steps-per-epoch", "10", "--batch-size", "32", "--g-width", "16", "--d-width", "16",
+            "--r1-every", "3", "--log-every", "5", "--epochs", "3"]
+    mlp_gan.main(argv + ["--out-dir", str(tmp_path / "straight")])
+    real_step, calls = mlp_gan.train_step, {"n": 0}
+
+    def interrupted_step(*a):  # Ctrl-C during step 14: the checkpoint is taken after it
+        calls["n"] += 1
+        if calls["n"] == 14:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real_step(*a)
+    monkeypatch.setattr(mlp_gan, "train_step", interrupted_step)
+    with pytest.raises(SystemExit):
+        mlp_gan.main(argv + ["--out-dir", str(tmp_path / "split")])
+    monkeypatch.setattr(mlp_gan, "train_step", real_step)
+    mlp_gan.main(argv + ["--out-dir", str(tmp_path / "split"), "--resume"])
+    a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True) for d in ("straight", "split"))
+    for k in ("G", "D", "G_ema"):
+        assert all(torch.equal(a[k][n], b[k][n]) for n in a[k])
+    assert a["opt_G"]["param_groups"][0]["lr"] == b["opt_G"]["param_groups"][0]["lr"] < 1e-3  # decayed
 
 
 def test_short_grid25_run_beats_the_untrained_generator(tmp_path):
