@@ -492,6 +492,12 @@ def train(args):
     device = pick_device(args.device)
     out = Path(args.out_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)
+    if not args.resume:
+        if (out / "ckpt.pt").exists():  # never overwrite a finished or interrupted run by accident
+            raise UsageError(f"{out} already holds a run (ckpt.pt): add --resume to continue it, "
+                             f"or pick another --out-dir")
+        for old in (out / "samples").glob("epoch_*.png"):  # left by a run that never checkpointed
+            old.unlink()
     torch.manual_seed(args.seed)
     data = load_training_data(args)
     n_data = len(data)
@@ -501,12 +507,6 @@ def train(args):
     data_rng = torch.Generator().manual_seed(args.seed)  # the permutation order, saved for --resume
     fixed_z = sample_noise(64, args.z_dim, args.noise, "cpu", torch.Generator().manual_seed(args.seed + 1)).to(device)
     start_epoch, pos, perm, step = 0, 0, None, 0
-    if not args.resume:
-        if (out / "ckpt.pt").exists():  # never overwrite a finished or interrupted run by accident
-            raise UsageError(f"{out} already holds a run (ckpt.pt): add --resume to continue it, "
-                             f"or pick another --out-dir")
-        for old in (out / "samples").glob("epoch_*.png"):  # left by a run that never checkpointed
-            old.unlink()
     if args.resume:
         ck = load_checkpoint(out / "ckpt.pt")
         check_compatible(ck, args)
