@@ -65,17 +65,19 @@ def test_n_critic_5_does_five_critic_steps_per_generator_step():
     assert wgan_sn.images_per_step(args) == 10
     nets = wgan_sn.build(args, 1, CPU)
     nets["G_fwd"], nets["D_fwd"] = nets["G"], nets["D"]
-    calls = {"D": 0}
+    seen = []  # batch sizes of the critic's forward passes
     real_forward = nets["D"].forward
 
     def counting(x):
-        calls["D"] += 1
+        seen.append(len(x))
         return real_forward(x)
     nets["D"].forward = counting
     wgan_sn.train_step(nets, torch.rand(10, 1, 16, 16), args, wgan_sn.autocast(CPU, False))
     first = lambda opt: int(next(iter(opt.state.values()))["step"])
     assert first(nets["opt_D"]) == 5 and first(nets["opt_G"]) == 1
-    assert calls["D"] == 5 * 2 + 1
+    # Five critic passes over 2 reals + 2 fakes each, then one over the generator's 2 x 2 fakes.
+    assert seen == [4] * 5 + [4]
+    assert all(p.requires_grad for p in nets["D"].parameters())  # the G step gives them back
 
 
 def test_cli_end_to_end(cifar_dir, tmp_path):
