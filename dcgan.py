@@ -368,19 +368,22 @@ def train_step(nets, reals, args, amp):
     for real in reals.split(n):
         z = sample_noise(n, args.z_dim, args.noise, device)
         with amp:
-            fake = G(z).detach()
-            d_real, d_fake = D(real), D(fake)
+            with torch.no_grad():  # the D step needs no graph through G
+                fake = G(z)
+            d_real, d_fake = D(real), D(fake)  # two passes: D's BatchNorm must not mix reals and fakes
             loss_d = F.binary_cross_entropy_with_logits(d_real, real_target) + \
                 F.binary_cross_entropy_with_logits(d_fake, zeros)
         opt_D.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_D.step()
     z = sample_noise(n, args.z_dim, args.noise, device)
+    nets["D"].requires_grad_(False)  # the G step needs no gradients for D's weights
     with amp:
         loss_g = F.binary_cross_entropy_with_logits(D(G(z)), ones)  # non-saturating: maximise log D(G(z))
     opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_G.step()
+    nets["D"].requires_grad_(True)
     return [loss_d.detach(), loss_g.detach(), torch.sigmoid(d_real.detach().float()).mean(),
             torch.sigmoid(d_fake.detach().float()).mean()]
 
