@@ -59,6 +59,15 @@ def test_one_step_updates_both_networks(loss, gp):
         assert all(not torch.equal(a, b) for a, b in zip(before[k], params(k))), k
 
 
+def test_critic_defaults_follow_the_dataset_and_flags_win():
+    rgb, gray = wgan_sn.parse_args(["--dataset", "cifar10"]), wgan_sn.parse_args(["--dataset", "fashion-mnist"])
+    assert (rgb.n_critic, rgb.beta1, rgb.beta2, rgb.g_batch_mult) == (5, 0.0, 0.9, 2)
+    assert (gray.n_critic, gray.beta1, gray.beta2, gray.g_batch_mult) == (1, 0.5, 0.999, 1)
+    mixed = wgan_sn.parse_args(["--dataset", "cifar10", "--n-critic", "1", "--beta1", "0.5"])
+    assert (mixed.n_critic, mixed.beta1, mixed.beta2, mixed.g_batch_mult) == (1, 0.5, 0.9, 2)
+    assert wgan_sn.parse_args(["--dataset", "mnist", "--beta2", "0.99"]).beta2 == 0.99
+
+
 def test_n_critic_5_does_five_critic_steps_per_generator_step():
     args = wgan_sn.parse_args(["--batch-size", "2", "--g-width", "32", "--d-width", "8", "--n-critic", "5",
                                "--image-size", "16", "--g-batch-mult", "2"])
@@ -89,7 +98,8 @@ def test_cli_end_to_end(cifar_dir, tmp_path):
     for name in ("metrics.csv", "metrics.png", "progress.png", "ckpt.pt", "samples/epoch_002.png"):
         assert (out / name).is_file(), name
     steps = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["kind"] == "step"]
-    assert len(steps) == 20 and all(float(r["gp"]) > 0 for r in steps)
+    # 80 fixture images, 5 critic batches of 8 per generator step (the cifar10 default): 2 steps an epoch
+    assert len(steps) == 4 and all(float(r["gp"]) > 0 for r in steps)
     r = subprocess.run([sys.executable, str(ROOT / "wgan_sn.py"), "--generate", "5", "--ckpt", str(out / "ckpt.pt"),
                         "--to", str(tmp_path / "s.npz")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
