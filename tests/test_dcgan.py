@@ -12,6 +12,7 @@ import torch
 import dcgan
 from conftest import ROOT, make_mnist
 
+CPU = torch.device("cpu")
 TINY = ["--g-width", "8", "--d-width", "8", "--batch-size", "16", "--log-every", "3"]
 
 
@@ -59,6 +60,22 @@ def test_ema_warms_up_then_averages():
     b.weight.data += 1
     dcgan.update_ema(a, b, step=100000, decay=0.5)
     assert torch.allclose(a.weight, 0.5 * old + 0.5 * b.weight)
+
+
+def test_standing_stats_measure_the_ema_generators_own_batchnorm_statistics():
+    args = dcgan.parse_args(["--batch-size", "8", "--z-dim", "4"])
+    G = dcgan.Generator(4, 16, 1, 8).eval()
+    first_bn = G.net[1]
+    first_bn.running_mean.fill_(100.0)  # statistics that do not fit the weights, as copied from another G
+    rng_before = torch.get_rng_state()
+    dcgan.standing_stats(G, args, CPU, batches=3)
+    rng = torch.Generator().manual_seed(0)  # the same fixed noise the function draws
+    z = torch.cat([dcgan.sample_noise(8, 4, args.noise, CPU, rng) for _ in range(3)])
+    with torch.no_grad():
+        pre_bn = G.net[0](z[:, :, None, None])
+    assert torch.allclose(first_bn.running_mean, pre_bn.mean((0, 2, 3)), atol=1e-5)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # training's random stream is untouched
+    assert not G.training and first_bn.momentum == 0.1
 
 
 def test_cli_end_to_end_writes_every_output(mnist_dir, tmp_path):
