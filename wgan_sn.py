@@ -9,7 +9,12 @@
 The critic's Lipschitz bound comes from spectral normalisation of every layer (torch's own
 parametrization) instead of weight clipping; --gp adds the WGAN-GP gradient penalty on top.
 Same skeleton as dcgan.py (the '# --- shared' blocks are identical copies).
-Measured results are in README.md (Results); every figure there gives its command and hardware.
+
+Measured 2026-11-26 on 2 AMD EPYC cores (no GPU), torch 2.14.1, defaults (hinge loss, bf16 autocast):
+CIFAR-10 32x32 (n_critic 5) at 1.9 s a generator step, 4.9 minutes an epoch; after 20 epochs (3,120
+generator steps) FID 67.5 against dcgan.py's 51.0 at 20 epochs (5k EMA samples vs 5k training images):
+at equal epochs dcgan.py makes 5x the generator steps. Fashion-MNIST (n_critic 1), 20 epochs:
+recognisable garments of every class. Commands and details: README.md (Results).
 """
 import argparse
 import copy
