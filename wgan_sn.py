@@ -8,24 +8,17 @@
 
 The critic's Lipschitz bound comes from spectral normalisation of every layer (torch's own
 parametrization) instead of weight clipping; --gp adds the WGAN-GP gradient penalty on top.
-Same skeleton as dcgan.py (the '# --- shared' blocks are identical copies).
 
-Measured 2026-11-26 on 2 AMD EPYC cores (no GPU), torch 2.14.1, defaults (hinge loss, bf16 autocast):
+Measured on 2 AMD EPYC cores (no GPU), torch 2.14.1, 2026-11-26, defaults (hinge loss, bf16 autocast):
 CIFAR-10 32x32 (n_critic 5) at 1.9 s a generator step, 4.9 minutes an epoch; after 20 epochs (3,120
-generator steps) FID 67.5 against dcgan.py's 51.0 at 20 epochs (5k EMA samples vs 5k training images):
-at equal epochs dcgan.py makes 5x the generator steps. Fashion-MNIST (n_critic 1), 20 epochs:
-recognisable garments of every class. Commands and details: README.md (Results).
+generator steps) FID 67.5, against dcgan.py's 51.0 (5,000 EMA samples vs 5,000 training images).
+Fashion-MNIST (n_critic 1), 20 epochs: recognisable garments of every class. More in README.md.
+
+Where to hack: a new loss in critic_loss() and train_step(); a new architecture in Generator and
+Critic (built in build()); a new dataset in load_images(). Everything below the '# --- shared'
+markers is the same code in every script.
 """
-import argparse
-import copy
-import csv
-import hashlib
-import math
-import os
-import pickle
-import signal
-import sys
-import time
+import argparse, copy, csv, hashlib, math, os, pickle, signal, sys, time
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -34,16 +27,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
+from tqdm.auto import tqdm
 
 SCRIPT = "wgan_sn"
-DATASETS = ["cifar10", "mnist", "fashion-mnist", "folder"]
 STEP_METRICS = ["loss_d", "loss_g", "w_dist", "gp"]  # what train_step() returns, in this order
 
 
-# --- shared: flags (identical in mlp_gan.py, dcgan.py, wgan_sn.py; tests/test_shared_blocks.py) ---
+# --- shared: flags (the same code in every script: tests/test_shared_blocks.py) ---
 def common_flags(description, datasets):
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--dataset", default=datasets[0], choices=datasets)
     a("--data-dir", default="data", help="torchvision's root layout; with --dataset folder, the image folder")
@@ -51,17 +43,12 @@ def common_flags(description, datasets):
     a("--channels", type=int, choices=[1, 3], default=None, help="1 = grayscale (default: the dataset's own)")
     a("--hflip", action="store_true", help="random horizontal flips")
     a("--jitter", type=float, default=0.0, help="random brightness/contrast change up to this fraction")
-    a("--epochs", type=int, default=20)
-    a("--batch-size", type=int, default=64)
-    a("--z-dim", type=int, default=100)
+    for flag, default in [("--epochs", 20), ("--batch-size", 64), ("--z-dim", 100), ("--lr-g", 2e-4),
+                          ("--lr-d", 2e-4), ("--beta1", 0.5), ("--beta2", 0.999), ("--ema-decay", 0.999),
+                          ("--seed", 0)]:
+        a(flag, type=type(default), default=default)
     a("--noise", choices=["normal", "uniform"], default="normal", help="latent distribution")
-    a("--lr-g", type=float, default=2e-4)
-    a("--lr-d", type=float, default=2e-4)
-    a("--beta1", type=float, default=0.5)
-    a("--beta2", type=float, default=0.999)
     a("--ema", action=argparse.BooleanOptionalAction, default=True, help="sample from an EMA of G's weights")
-    a("--ema-decay", type=float, default=0.999)
-    a("--seed", type=int, default=0)
     a("--device", default="auto", help="auto picks cuda, then mps, then cpu")
     a("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast where supported")
     a("--compile", action="store_true", help="torch.compile the networks")
@@ -69,7 +56,7 @@ def common_flags(description, datasets):
     a("--resume", action="store_true", help="continue from <out-dir>/ckpt.pt")
     a("--log-every", type=int, default=50, help="steps between device syncs for logging")
     a("--fid-every", type=int, default=0, help="measure FID every K epochs (0 = never)")
-    a("--fid-samples", type=int, default=5000)
+    a("--fid-samples", type=int, default=5000, help="samples (and training images) per FID")
     a("--generate", type=int, metavar="N", help="write N samples from --ckpt to --to, then exit")
     a("--ckpt", help="checkpoint for --generate (default <out-dir>/ckpt.pt)")
     a("--to", help="FILE.npz (uint8 NHWC, key x) or DIR/ of PNGs")
@@ -77,11 +64,10 @@ def common_flags(description, datasets):
 # --- end shared: flags ---
 
 
-# How hard the critic trains, by dataset (README, Results). On CIFAR-10 a critic updated once per
-# generator step fell behind and G collapsed within two epochs; five updates with Adam betas (0, 0.9)
-# and a double generator batch (the SN-GAN collections' recipe) kept it varied. On MNIST and
-# Fashion-MNIST that strong critic made G drop the shoes and bags; one update with betas (0.5, 0.999)
-# kept every class. An explicit flag always wins.
+# How hard the critic trains, by dataset. On CIFAR-10 a critic updated once per generator step fell
+# behind and G collapsed within two epochs; five updates with Adam betas (0, 0.9) and a double generator
+# batch (the SN-GAN recipe) kept it varied. On MNIST and Fashion-MNIST that strong critic made G drop
+# the shoes and bags; one update with betas (0.5, 0.999) kept every class. An explicit flag always wins.
 CRITIC_DEFAULTS = {
     "strong": dict(n_critic=5, beta1=0.0, beta2=0.9, g_batch_mult=2),  # cifar10, folder
     "gentle": dict(n_critic=1, beta1=0.5, beta2=0.999, g_batch_mult=1),  # mnist, fashion-mnist
@@ -89,21 +75,22 @@ CRITIC_DEFAULTS = {
 
 
 def parse_args(argv=None):
-    p = common_flags(__doc__.splitlines()[0], DATASETS)
-    # Default hinge: with the plain Wasserstein loss this spectrally normalised critic diverged within
-    # 25 steps in every setting tried (README, Results); --loss wasserstein --gp 10 is stable at 2x the cost.
+    p = common_flags(__doc__.splitlines()[0], ["cifar10", "mnist", "fashion-mnist", "folder"])
+    # Hinge by default: with the plain Wasserstein loss this critic diverged within 25 steps in every
+    # setting tried; --loss wasserstein --gp 10 is stable at twice the cost.
     p.add_argument("--loss", choices=["wasserstein", "hinge"], default="hinge")
     p.add_argument("--gp", type=float, default=0.0, metavar="LAMBDA", help="WGAN-GP gradient penalty weight")
     p.add_argument("--n-critic", type=int, default=argparse.SUPPRESS,
                    help="critic updates per generator update (default 5 for cifar10 and folder, 1 for mnist "
-                        "and fashion-mnist; --beta1, --beta2, --g-batch-mult follow the same choice: CRITIC_DEFAULTS)")
-    p.add_argument("--g-batch-mult", type=int, default=argparse.SUPPRESS, help="generator batch = this x --batch-size")
+                        "and fashion-mnist; --beta1, --beta2, --g-batch-mult follow the same choice)")
+    p.add_argument("--g-batch-mult", type=int, default=argparse.SUPPRESS,
+                   help="generator batch = this x --batch-size")
     p.add_argument("--lr-decay", type=int, default=0, metavar="STEPS",
                    help="decay both learning rates linearly to 0 over STEPS generator updates (0 = constant)")
     p.add_argument("--g-width", type=int, default=512, help="channels of G's 4x4 layer")
     p.add_argument("--d-width", type=int, default=64, help="channels of the critic's first layer")
-    # Uniform noise in [-1, 1] as in the write-up. Equal learning rates, not the write-up's critic at twice
-    # the generator's: on Fashion-MNIST a faster critic made G drop the shoes and bags (README, Results).
+    # Uniform noise in [-1, 1] as in the SN-GAN paper; equal learning rates: on Fashion-MNIST a faster
+    # critic made G drop the shoes and bags.
     p.set_defaults(noise="uniform", z_dim=128, lr_g=2e-4, lr_d=2e-4, beta1=None, beta2=None)
     args = p.parse_args(argv)
     recipe = CRITIC_DEFAULTS["gentle" if args.dataset in ("mnist", "fashion-mnist") else "strong"]
@@ -113,196 +100,10 @@ def parse_args(argv=None):
     return args
 
 
-# --- shared: device (identical in mlp_gan.py, dcgan.py, wgan_sn.py) ---
-class UsageError(Exception):
-    """Bad input: main() prints it as one line and exits with status 2."""
-
-
-def pick_device(name):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    if name.split(":")[0] not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"unknown --device {name!r} (use auto, cpu, cuda, cuda:N or mps)")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("--device cuda, but this torch sees no CUDA GPU")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps, but MPS is not available here")
-    if device.type == "cuda":  # TF32 matmuls: free speed on Ampere and newer
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    return device
-
-
-def autocast(device, enabled):
-    """A context for bf16 mixed precision where the device has it, else a no-op."""
-    if not enabled or (device.type == "cuda" and not torch.cuda.is_bf16_supported()):
-        return nullcontext()
-    try:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    except (RuntimeError, ValueError):  # e.g. an older MPS backend
-        return nullcontext()
-
-
-def sample_noise(n, z_dim, kind, device, generator=None):
-    if kind == "uniform":
-        return torch.rand(n, z_dim, generator=generator, device=device) * 2 - 1
-    return torch.randn(n, z_dim, generator=generator, device=device)
-# --- end shared: device ---
-
-
-# --- shared: data (identical in mlp_gan.py, dcgan.py, wgan_sn.py) ---
-CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive, checked only on download
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-def load_images(dataset, data_dir, image_size, channels=None, train=True):
-    """The whole dataset as one uint8 tensor (N, C, image_size, image_size), decoded once."""
-    if dataset == "folder":
-        return load_folder(data_dir, image_size, channels or 3)
-    if dataset in ("mnist", "fashion-mnist"):
-        x = load_mnist(dataset, data_dir, train)[:, None]
-        if image_size != 28:  # pad 28 -> 32 as the DCGAN papers do, then resize if needed
-            x = F.pad(x, (2, 2, 2, 2))
-    elif dataset == "cifar10":
-        x = load_cifar10(data_dir, train)
-    else:
-        raise UsageError(f"unknown dataset {dataset!r}")
-    if channels == 1 and x.shape[1] == 3:
-        x = (x.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).round().byte()
-    elif channels == 3 and x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1).contiguous()
-    if x.shape[-1] != image_size:
-        from torchvision.transforms.v2.functional import resize
-        x = resize(x, [image_size, image_size], antialias=True)
-    return x
-
-
-def load_mnist(dataset, data_dir, train):
-    from torchvision import datasets
-    cls, folder = (datasets.MNIST, "MNIST") if dataset == "mnist" else (datasets.FashionMNIST, "FashionMNIST")
-    try:  # uses the raw IDX files when they are there, downloads (md5-checked) when not
-        return cls(data_dir, train=train, download=True).data
-    except (RuntimeError, OSError) as e:
-        split = "train" if train else "t10k"
-        raise UsageError(f"{dataset}: expected {Path(data_dir) / folder / 'raw'}/{split}-images-idx3-ubyte "
-                         f"(and labels) and could not download it ({str(e).splitlines()[0]}); "
-                         "copy the IDX files there or use --data-dir") from None
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """CIFAR's batches are pickles; allow only numpy arrays in them, so a file cannot run code."""
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype"),
-               ("_codecs", "encode")}  # bytes in protocol-2 pickles written by Python 3
-
-    def find_class(self, module, name):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
-        return super().find_class(module, name)
-
-
-def load_cifar10(data_dir, train):
-    folder = Path(data_dir) / "cifar-10-batches-py"
-    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-    if not all((folder / n).is_file() for n in names):
-        from torchvision.datasets.utils import download_and_extract_archive
-        try:
-            download_and_extract_archive(CIFAR_URL, str(data_dir), md5=CIFAR_MD5)
-        except (RuntimeError, OSError) as e:
-            raise UsageError(f"cifar10: expected {folder}/{{{','.join(names)}}} and could not download "
-                             f"{CIFAR_URL} ({str(e).splitlines()[0]}); unpack the archive into --data-dir") from None
-    arrays = []
-    for n in names:
-        with open(folder / n, "rb") as f:
-            try:
-                arrays.append(_ArrayUnpickler(f, encoding="latin1").load()["data"])
-            except Exception as e:
-                raise UsageError(f"cifar10: {folder / n} is not a CIFAR-10 python batch ({e})") from None
-    return torch.from_numpy(np.concatenate(arrays).reshape(-1, 3, 32, 32))
-
-
-def load_folder(folder, image_size, channels):
-    """Decode every image under folder once (shorter side resized, centre-cropped), cached beside them."""
-    from PIL import Image
-    from torchvision.transforms.v2.functional import center_crop, pil_to_tensor, resize
-    root = Path(folder)
-    if not root.is_dir():
-        raise UsageError(f"--data-dir {folder} is not a folder (with --dataset folder it holds the images)")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    no_images = f"no usable images in {folder} (looked for {', '.join(sorted(IMAGE_EXTS))}, nested or flat)"
-    if not files:
-        raise UsageError(no_images)
-    stats = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    fingerprint = hashlib.sha1(repr((stats, image_size, channels)).encode()).hexdigest()
-    cache = root / f".gan-cache-{image_size}px-{channels}ch.pt"
-    if cache.is_file():
-        try:
-            cached = torch.load(cache, weights_only=True)
-            if cached["fingerprint"] == fingerprint:
-                return cached["images"]
-        except Exception:
-            pass  # unreadable cache: rebuild it
-    images, bad = [], []
-    for p in progress(files, desc="decoding images", unit="img"):
-        try:
-            with Image.open(p) as im:
-                if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:  # flatten onto white
-                    im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im.convert("RGBA"))
-                t = pil_to_tensor(im.convert("RGB" if channels == 3 else "L"))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-            bad.append(str(p.relative_to(root)))
-            continue
-        images.append(center_crop(resize(t, image_size, antialias=True), [image_size, image_size]))
-    if bad:
-        print(f"warning: skipped {len(bad)} unreadable image(s): {', '.join(bad[:5])}"
-              f"{', ...' if len(bad) > 5 else ''}", file=sys.stderr)
-    if not images:
-        raise UsageError(no_images)
-    x = torch.stack(images)
-    try:
-        atomic_save({"fingerprint": fingerprint, "images": x}, cache)
-    except OSError as e:
-        print(f"warning: could not write the cache {cache} ({e})", file=sys.stderr)
-    return x
-
-
-def put_on_device(x, device):
-    """Keep the dataset on the accelerator when it fits in a quarter of its free memory."""
-    if device.type == "cuda" and x.nbytes > 0.25 * torch.cuda.mem_get_info(device)[0]:
-        return x.pin_memory()
-    return x.to(device)
-
-
-def to_float(batch, device, hflip=False, jitter=0.0):
-    """uint8 batch -> float in [-1, 1] on the device, with the batch-level augmentation."""
-    x = batch.to(device, non_blocking=True).float().div_(127.5).sub_(1)
-    if hflip:
-        x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(3), x)
-    if jitter:
-        u = lambda: (torch.rand(len(x), 1, 1, 1, device=device) * 2 - 1) * jitter
-        mean = x.mean((1, 2, 3), keepdim=True)
-        x = ((x - mean) * (1 + u()) + mean + 2 * u()).clamp_(-1, 1)
-    return x
-
-
-def progress(iterable, **kw):
-    """tqdm when it is installed and we are in a terminal or a log; a plain iterator otherwise."""
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return iterable
-    return tqdm(iterable, dynamic_ncols=True, **kw)
-# --- end shared: data ---
-
-
 # --- Models -------------------------------------------------------------------------------------
 def n_doublings(image_size):
-    k = int(math.log2(image_size)) - 2  # from 4x4 up to image_size
-    if image_size < 16 or image_size > 128 or 2 ** (k + 2) != image_size:
+    k = int(math.log2(max(image_size, 1))) - 2  # from 4x4 up to image_size
+    if not 16 <= image_size <= 128 or 2 ** (k + 2) != image_size:
         raise UsageError(f"--image-size must be a power of two from 16 to 128, not {image_size}")
     return k
 
@@ -336,7 +137,8 @@ class Critic(nn.Module):
         layers, ch = [], channels
         for i in range(n_doublings(image_size)):
             w = min(width * 2 ** i, 512)
-            layers += [spectral_norm(nn.Conv2d(ch, w, 3, 1, 1)), act(), spectral_norm(nn.Conv2d(w, w, 4, 2, 1)), act()]
+            layers += [spectral_norm(nn.Conv2d(ch, w, 3, 1, 1)), act(),
+                       spectral_norm(nn.Conv2d(w, w, 4, 2, 1)), act()]
             ch = w
         w = min(ch * 2, 512)
         layers += [spectral_norm(nn.Conv2d(ch, w, 3, 1, 1)), act()]
@@ -347,55 +149,10 @@ class Critic(nn.Module):
         return self.out(self.net(x).flatten(1)).flatten()
 
 
-def build(args, channels, device):
-    """Networks and optimisers for a run: dict with G, D (the critic), G_ema (or None), opt_G, opt_D."""
-    G = Generator(args.z_dim, args.image_size, channels, args.g_width)
-    D = Critic(args.image_size, channels, args.d_width)
-    return finish_build(args, G, D, device)
-
-
-# --- shared: build (identical in mlp_gan.py, dcgan.py, wgan_sn.py) ---
-def finish_build(args, G, D, device):
-    G, D = (m.to(device, memory_format=torch.channels_last) for m in (G, D))  # NHWC: faster convs
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if args.ema else None
-    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # one kernel for the whole update
-    return {
-        "G": G, "D": D, "G_ema": G_ema,
-        "opt_G": torch.optim.Adam(G.parameters(), args.lr_g, betas=(args.beta1, args.beta2), **fused),
-        "opt_D": torch.optim.Adam(D.parameters(), args.lr_d, betas=(args.beta1, args.beta2), **fused),
-    }
-
-
-@torch.no_grad()
-def update_ema(ema, model, step, decay):
-    # Warm-up: average over ~step/10 steps early on, so short runs do not sample the random init.
-    d = min(decay, (1 + step) / (10 + step))
-    for e, m in zip(ema.parameters(), model.parameters()):
-        e.lerp_(m, 1 - d)
-    for e, m in zip(ema.buffers(), model.buffers()):
-        e.copy_(m)
-
-
-@torch.no_grad()
-def standing_stats(G, args, device, batches=16):
-    """Re-measure an EMA generator's BatchNorm statistics on its own outputs before it is used or saved.
-    The statistics copied from the live G do not fit the averaged weights while those still move fast
-    (wgan_sn on CIFAR-10 at step 312: samples dark and half as varied). BigGAN does the same."""
-    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a plain average over the batches below
-    rng = torch.Generator(device).manual_seed(0)  # fixed noise, and the training RNG stays untouched
-    G.train()
-    for _ in range(batches):
-        G(sample_noise(args.batch_size, args.z_dim, args.noise, device, rng))
-    G.eval()
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-# --- end shared: build ---
+def build(args, channels):
+    """The two networks of a run, G and D, the critic (the loop moves them to the device)."""
+    return (Generator(args.z_dim, args.image_size, channels, args.g_width),
+            Critic(args.image_size, channels, args.d_width))
 
 
 # --- Training step ------------------------------------------------------------------------------
@@ -417,22 +174,14 @@ def critic_loss(d_real, d_fake, kind):
     return d_fake.mean() - d_real.mean()  # Wasserstein: the critic maximises E[D(x)] - E[D(G(z))]
 
 
-def set_lr(nets, args):
-    """--lr-decay: both learning rates fall linearly to 0 over that many generator updates."""
-    p = next(iter(nets["opt_G"].state.values()), None)
-    done = int(p["step"]) if p else 0
-    frac = max(0.0, 1 - done / args.lr_decay)
-    for opt, lr in ((nets["opt_G"], args.lr_g), (nets["opt_D"], args.lr_d)):
-        for group in opt.param_groups:
-            group["lr"] = lr * frac
-
-
-def train_step(nets, reals, args, amp):
+def train_step(G, D, opt_G, opt_D, reals, args, amp):
     """--n-critic critic updates, then one generator update. Returns 0-d tensors (STEP_METRICS)."""
-    G, D, opt_G, opt_D = nets["G_fwd"], nets["D_fwd"], nets["opt_G"], nets["opt_D"]
     n, device = args.batch_size, reals.device
-    if args.lr_decay:
-        set_lr(nets, args)
+    if args.lr_decay:  # both learning rates fall linearly to 0 over --lr-decay generator updates
+        done = int(next(iter(opt_G.state.values()), {"step": 0})["step"])
+        for opt, lr in ((opt_G, args.lr_g), (opt_D, args.lr_d)):
+            for group in opt.param_groups:
+                group["lr"] = lr * max(0.0, 1 - done / args.lr_decay)
     gp = torch.zeros((), device=device)
     for real in reals.split(n):
         z = sample_noise(n, args.z_dim, args.noise, device)
@@ -450,333 +199,431 @@ def train_step(nets, reals, args, amp):
         loss_d.backward()
         opt_D.step()
     z = sample_noise(n * args.g_batch_mult, args.z_dim, args.noise, device)
-    nets["D"].requires_grad_(False)  # the generator step needs no gradients for the critic's weights
+    D.requires_grad_(False)  # the generator step needs no gradients for the critic's weights
     with amp:
         loss_g = -D(G(z)).float().mean()  # the same for both losses
     opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_G.step()
-    nets["D"].requires_grad_(True)
+    D.requires_grad_(True)
     return [loss_d.detach(), loss_g.detach(), (d_real.mean() - d_fake.mean()).detach(), gp.detach()]
 
 
-# --- shared: loop (identical in mlp_gan.py, dcgan.py, wgan_sn.py) ---
-# Each script defines what this block calls: STEP_METRICS, EPOCH_METRICS, load_training_data,
-# images_per_step, data_channels, build, train_step, batch_to_float, to_output and end_of_epoch.
+# --- shared: device (the same code in every script) ---
+class UsageError(Exception):
+    """Bad input: main() prints it as one line and exits with status 2."""
+
+def pick_device(name):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    there = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not there.get(name.split(":")[0]):
+        raise UsageError(f"unknown --device {name!r}, or not available (use auto, cpu, cuda, cuda:N or mps)")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # free speed on CUDA GPUs
+    torch.backends.cudnn.benchmark = True
+    return torch.device(name)
+
+def autocast(device, enabled):
+    """bf16 mixed precision where the device has it, else a no-op."""
+    try:
+        if enabled and not (device.type == "cuda" and not torch.cuda.is_bf16_supported()):
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+    except (RuntimeError, ValueError):  # e.g. an older MPS backend
+        pass
+    return nullcontext()
+
+def sample_noise(n, z_dim, kind, device, generator=None):
+    if kind == "uniform":
+        return torch.rand(n, z_dim, generator=generator, device=device) * 2 - 1
+    return torch.randn(n, z_dim, generator=generator, device=device)
+# --- end shared: device ---
+
+
+# --- shared: mnist (the same code in every script and fid.py) ---
+def load_mnist(dataset, data_dir, train=True, pad=False):
+    """MNIST or Fashion-MNIST as uint8 (N, 1, 28, 28); pad: 2 zero pixels a side (32x32, as DCGAN did)."""
+    from torchvision import datasets
+    folder = "MNIST" if dataset == "mnist" else "FashionMNIST"
+    try:  # uses the raw IDX files when they are there, downloads (md5-checked) when not
+        x = getattr(datasets, folder)(data_dir, train=train, download=True).data[:, None]
+    except (RuntimeError, OSError) as e:
+        split = "train" if train else "t10k"
+        raise UsageError(f"{dataset}: expected {Path(data_dir) / folder}/raw/{split}-images-idx3-ubyte (and "
+                         f"labels); could not download it ({str(e).splitlines()[0]})") from None
+    return F.pad(x, (2, 2, 2, 2)) if pad else x
+# --- end shared: mnist ---
+
+
+# --- shared: data (the same code in every script) ---
+def fit_images(x, image_size, channels=None):
+    """uint8 (N, C, H, W) -> the run's --channels (luma for grayscale) and --image-size."""
+    if channels == 1 and x.shape[1] == 3:
+        luma = torch.tensor([0.299, 0.587, 0.114])
+        x = torch.einsum("nchw,c->nhw", x.float(), luma)[:, None].round().byte()
+    if channels == 3 and x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1).contiguous()
+    if x.shape[-1] != image_size:
+        from torchvision.transforms.v2.functional import resize
+        x = resize(x, [image_size, image_size], antialias=True)
+    return x
+
+def put_on_device(x, device):
+    """Keep the dataset on the accelerator when it fits in a quarter of its free memory."""
+    if device.type == "cuda" and x.nbytes > 0.25 * torch.cuda.mem_get_info(device)[0]:
+        return x.pin_memory()
+    return x.to(device)
+
+def to_float(batch, device, hflip=False, jitter=0.0):
+    """uint8 batch -> float in [-1, 1] on the device, with the batch-level augmentation."""
+    x = batch.to(device, non_blocking=True).float().div_(127.5).sub_(1)
+    if hflip:
+        x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(3), x)
+    if jitter:
+        u = lambda: (torch.rand(len(x), 1, 1, 1, device=device) * 2 - 1) * jitter
+        mean = x.mean((1, 2, 3), keepdim=True)
+        x = ((x - mean) * (1 + u()) + mean + 2 * u()).clamp_(-1, 1)
+    return x
+# --- end shared: data ---
+
+
+# --- shared: cifar10 (the same code in dcgan.py, wgan_sn.py and fid.py) ---
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive, checked only on download
+
+class ArrayUnpickler(pickle.Unpickler):
+    """CIFAR's batches are pickles: allow only numpy arrays in them, so a file cannot run code."""
+    def find_class(self, module, name):
+        if module not in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "_codecs") or \
+                name not in ("ndarray", "dtype", "_reconstruct", "encode"):  # encode: bytes in protocol 2
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
+        return super().find_class(module, name)
+
+def load_cifar10(data_dir, train=True):
+    """uint8 (N, 3, 32, 32) from the python batches, read here: torchvision's loader wants their md5s."""
+    folder = Path(data_dir) / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    if not all((folder / n).is_file() for n in names):
+        from torchvision.datasets.utils import download_and_extract_archive
+        try:
+            download_and_extract_archive(CIFAR_URL, str(data_dir), md5=CIFAR_MD5)
+        except (RuntimeError, OSError) as e:
+            raise UsageError(f"cifar10: expected {folder}/{{{','.join(names)}}}; could not download "
+                             f"{CIFAR_URL} ({str(e).splitlines()[0]})") from None
+    arrays = []
+    for n in names:
+        try:
+            with open(folder / n, "rb") as f:
+                arrays.append(ArrayUnpickler(f, encoding="latin1").load()["data"])
+        except Exception as e:
+            raise UsageError(f"cifar10: {folder / n} is not a CIFAR-10 python batch ({e})") from None
+    return torch.from_numpy(np.concatenate(arrays).reshape(-1, 3, 32, 32))
+# --- end shared: cifar10 ---
+
+
+# --- shared: images (the same code in dcgan.py and wgan_sn.py) ---
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+def load_images(dataset, data_dir, image_size, channels=None, train=True):
+    """The whole dataset as one uint8 tensor (N, C, image_size, image_size), decoded once."""
+    if dataset == "folder":
+        return load_folder(data_dir, image_size, channels or 3)
+    pad = image_size != 28
+    x = load_cifar10(data_dir, train) if dataset == "cifar10" else load_mnist(dataset, data_dir, train, pad)
+    return fit_images(x, image_size, channels)
+
+def load_folder(folder, image_size, channels):
+    """Every image under folder (shorter side resized, centre-cropped), decoded once and cached there."""
+    from PIL import Image
+    from torchvision.transforms.v2.functional import center_crop, pil_to_tensor, resize
+    root = Path(folder)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    stats = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    fingerprint = hashlib.sha1(repr((stats, image_size, channels)).encode()).hexdigest()
+    cache = root / f".gan-cache-{image_size}px-{channels}ch.pt"
+    try:
+        cached = torch.load(cache, weights_only=True)
+        if cached["fingerprint"] == fingerprint:
+            return cached["images"]
+    except Exception:
+        pass  # no cache, a stale one or an unreadable one: decode
+    images, bad = [], []
+    for p in tqdm(files, "decoding images", unit="img", dynamic_ncols=True, disable=not files):
+        try:
+            with Image.open(p) as im:
+                if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:  # flatten onto white
+                    im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im.convert("RGBA"))
+                t = pil_to_tensor(im.convert("RGB" if channels == 3 else "L"))
+            images.append(center_crop(resize(t, image_size, antialias=True), [image_size, image_size]))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            bad.append(str(p.relative_to(root)))
+    if bad:
+        print(f"warning: skipped {len(bad)} unreadable image(s): {', '.join(bad[:5])}", file=sys.stderr)
+    if not images:
+        raise UsageError(f"no usable images in {folder} (nested or flat {', '.join(sorted(IMAGE_EXTS))})")
+    try:
+        atomic_save({"fingerprint": fingerprint, "images": torch.stack(images)}, cache)
+    except OSError as e:
+        print(f"warning: no cache written ({e})", file=sys.stderr)
+    return torch.stack(images)
+# --- end shared: images ---
+
+
+# --- shared: ema (the same code in every script) ---
+@torch.no_grad()
+def update_ema(ema, model, step, decay):
+    d = min(decay, (1 + step) / (10 + step))  # warm-up: short runs do not sample the random init
+    for e, m in zip(ema.parameters(), model.parameters()):
+        e.lerp_(m, 1 - d)
+    for e, m in zip(ema.buffers(), model.buffers()):
+        e.copy_(m)
+
+@torch.no_grad()
+def standing_stats(G, args, device, batches=16):
+    """Re-measure the EMA generator's BatchNorm statistics on its own samples before it is used or saved:
+    the live G's do not fit the averaged weights while those move fast (dark, uniform samples). As BigGAN."""
+    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    rng = torch.Generator(device).manual_seed(0)  # fixed noise; training's random stream stays untouched
+    for _ in range(batches if norms else 0):
+        G.train()(sample_noise(args.batch_size, args.z_dim, args.noise, device, rng))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return G.eval()
+# --- end shared: ema ---
+
+
+# --- shared: loop (the same code in every script) ---
 def atomic_save(obj, path):
     """torch.save to a temporary file, then rename: a kill at any moment leaves the old file intact."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with open(f"{path}.tmp", "wb") as f:
         torch.save(obj, f)
-        f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    os.replace(f"{path}.tmp", path)
 
-
-def load_checkpoint(path):
-    """Tensors and plain values only (weights_only=True): a checkpoint can never run code."""
+def load_checkpoint(path, args=None):
+    """Tensors and plain values only (weights_only=True): a file cannot run code. With args (--resume),
+    the flags that shape the networks must match."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
+        assert isinstance(ck, dict) and "script" in ck, "not a checkpoint of these scripts"
     except FileNotFoundError:
         raise UsageError(f"no checkpoint at {path}") from None
     except Exception as e:
-        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
-    if not isinstance(ck, dict) or "script" not in ck:
-        raise UsageError(f"{path} is not a checkpoint of these scripts")
+        raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:80]})") from None
     if ck["script"] != SCRIPT:
-        raise UsageError(f"{path} was written by {ck['script']}.py; load it with that script, not {SCRIPT}.py")
+        raise UsageError(f"{path} was written by {ck['script']}.py; load it with that script")
+    for k in ("dataset", "image_size", "channels", "z_dim", "g_width", "d_width", "depth", "pack"):
+        if hasattr(args, k) and ck["args"].get(k) != getattr(args, k):
+            raise UsageError(f"--resume: the checkpoint has --{k.replace('_', '-')} {ck['args'].get(k)}, "
+                             f"this run has {getattr(args, k)}")
     return ck
 
+def write_csv(path, rows, mode="a"):
+    with open(path, mode, newline="") as f:
+        csv.writer(f).writerows(rows)
 
-def check_compatible(ck, args):
-    shape_flags = ("dataset", "image_size", "channels", "z_dim", "g_width", "d_width", "depth", "pack")
-    for key in (k for k in shape_flags if hasattr(args, k)):
-        if ck["args"].get(key) != getattr(args, key):
-            raise UsageError(f"--resume: the checkpoint has --{key.replace('_', '-')} {ck['args'].get(key)}, "
-                             f"this run has {getattr(args, key)}")
-
-
-def rng_state(device):
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def set_rng_state(state, device):
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-class MetricsLog:
-    """metrics.csv: one row per step (kind=step) and per epoch (kind=epoch)."""
-
-    def __init__(self, path, fields, resume_step=None):
-        self.path, self.fields = Path(path), ["kind", "epoch", "step", "time"] + fields
-        rows = []
-        if resume_step is not None and self.path.exists():  # drop rows written after the checkpoint
-            with open(self.path) as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, self.fields)
-            w.writeheader()
-            w.writerows({k: r.get(k, "") for k in self.fields} for r in rows)
-
-    def write(self, rows):
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, self.fields, extrasaction="ignore").writerows(rows)
-
-
-def plot_metrics(csv_path, png_path):
-    """metrics.png: losses, the other per-step values, and per-epoch evaluations."""
-    import matplotlib
-    matplotlib.use("Agg")
+def plot_metrics(out):
+    """metrics.png: running means of the losses and of the other step values; the epoch values."""
     import matplotlib.pyplot as plt
-    with open(csv_path) as f:
+    with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    steps = [r for r in rows if r["kind"] == "step"]
-    epochs = [r for r in rows if r["kind"] == "epoch"]
-    skip = {"kind", "epoch", "step", "time", "img_per_s"}
-    step_cols = [c for c in (steps[0] if steps else {}) if c not in skip and steps[0][c] != ""]
-    epoch_cols = [c for c in (epochs[0] if epochs else {}) if c not in skip and any(r[c] for r in epochs)]
-    panels = [[c for c in step_cols if c.startswith("loss")], [c for c in step_cols if not c.startswith("loss")]]
-    panels += [[c] for c in epoch_cols]
-    panels = [p for p in panels if p]
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.5 * max(1, len(panels)), 3.5), squeeze=False)
+    panels = [[c for c in STEP_METRICS if "loss" in c], [c for c in STEP_METRICS if "loss" not in c]]
+    panels += [[c] for c in EPOCH_METRICS if any(r[c] for r in rows)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
     for ax, cols in zip(axes[0], panels):
-        src = epochs if cols[0] in epoch_cols else steps
         for c in cols:
-            pts = [(int(r["step"]), float(r[c])) for r in src if r[c] != ""]
-            x, y = np.array(pts).T if pts else (np.zeros(0), np.zeros(0))
-            if src is steps and len(y) > 20:  # running mean: raw GAN losses are mostly noise
-                k = max(1, len(y) // 50)
-                y = np.convolve(y, np.ones(k) / k, mode="valid")
-                x = x[k - 1:]
-            ax.plot(x, y, label=c, marker="o" if src is epochs else None)
-        ax.set_xlabel("step")
+            x, y = np.array([(float(r["step"]), float(r[c])) for r in rows if r[c]]).reshape(-1, 2).T
+            k = max(1, len(y) // 50) if c in STEP_METRICS else 1  # running mean: raw GAN losses are noisy
+            ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, "valid"), ".-"[k > 1], label=c)
+        ax.set(xlabel="step")
         ax.legend()
-        ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=80)
+    fig.savefig(out / "metrics.png", dpi=80)
     plt.close(fig)
 
+def save_progress_strip(out):
+    """progress.png: the top row of up to 16 epoch grids, early at the top."""
+    from PIL import Image
+    files = sorted((out / "samples").glob("epoch_*.png"))
+    files = dict.fromkeys(files[round(i * (len(files) - 1) / 15)] for i in range(16 if files else 0))
+    rows = [np.array(Image.open(f).convert("RGB")) for f in files]  # grids: 8 square images a row, 2 px gaps
+    if rows:
+        strip = np.concatenate([r[:(r.shape[1] - 2) // 8 + 2] for r in rows])
+        Image.fromarray(strip).save(out / "progress.png")
 
 def train(args):
-    device = pick_device(args.device)
-    out = Path(args.out_dir)
+    device, out = pick_device(args.device), Path(args.out_dir)
+    if not args.resume and (out / "ckpt.pt").exists():  # never overwrite a run by accident
+        raise UsageError(f"{out} already holds a run: add --resume to continue it, or pick another --out-dir")
     (out / "samples").mkdir(parents=True, exist_ok=True)
-    if not args.resume:
-        if (out / "ckpt.pt").exists():  # never overwrite a finished or interrupted run by accident
-            raise UsageError(f"{out} already holds a run (ckpt.pt): add --resume to continue it, "
-                             f"or pick another --out-dir")
-        for old in (out / "samples").glob("epoch_*.png"):  # left by a run that never checkpointed
-            old.unlink()
+    for old in [] if args.resume else (out / "samples").glob("epoch_*.png"):  # left by a run that never saved
+        old.unlink()
     torch.manual_seed(args.seed)
-    data = load_training_data(args)
-    n_data = len(data)
+    data, per_step = load_data(args), images_per_step(args)
+    channels, steps_per_epoch = (data.shape[1] if data.dim() == 4 else None), len(data) // per_step
+    if steps_per_epoch == 0:  # an epoch's last partial batch is dropped: BatchNorm wants full ones
+        raise UsageError(f"the dataset has {len(data)} examples, fewer than the {per_step} one step needs")
+    if args.fid_every and channels:  # the Inception weights first: missing is an error before any work
+        import fid
+        fid_net = fid.load_inception(device=device)
     data = put_on_device(data, device)
-    channels = data_channels(data)
-    nets = build(args, channels, device)
-    data_rng = torch.Generator().manual_seed(args.seed)  # the permutation order, saved for --resume
-    fixed_z = sample_noise(64, args.z_dim, args.noise, "cpu", torch.Generator().manual_seed(args.seed + 1)).to(device)
-    start_epoch, pos, perm, step = 0, 0, None, 0
+    G, D = (m.to(device, memory_format=torch.channels_last) for m in build(args, channels))  # NHWC: faster
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if args.ema else None
+    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # one kernel for the whole update
+    opt_G = torch.optim.Adam(G.parameters(), args.lr_g, betas=(args.beta1, args.beta2), **fused)
+    opt_D = torch.optim.Adam(D.parameters(), args.lr_d, betas=(args.beta1, args.beta2), **fused)
+    saved = dict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D)  # what a checkpoint holds
+    fields = ["kind", "epoch", "step", "time"] + STEP_METRICS + ["img_per_s"] + EPOCH_METRICS
+    step, start_epoch, pos, rows = 0, 0, 0, [fields]
     if args.resume:
-        ck = load_checkpoint(out / "ckpt.pt")
-        check_compatible(ck, args)
+        ck = load_checkpoint(out / "ckpt.pt", args)
         try:
-            for k in ("G", "D", "G_ema", "opt_G", "opt_D"):
-                if nets[k] is not None and ck.get(k) is not None:
-                    nets[k].load_state_dict(ck[k])
+            [m.load_state_dict(ck[k]) for k, m in saved.items() if m is not None and ck.get(k) is not None]
         except (RuntimeError, KeyError, ValueError) as e:
-            raise UsageError(f"--resume: the checkpoint does not fit this model ({str(e).splitlines()[0][:150]})") from None
-        start_epoch, pos, perm, step = ck["epoch"], ck["pos"], ck["perm"], ck["step"]
-        set_rng_state(ck["rng"], device)
-        data_rng.set_state(ck["data_rng"])
+            raise UsageError(f"--resume: the checkpoint does not fit this model ({str(e)[:150]!r})") from None
+        step, start_epoch, pos = ck["step"], ck["epoch"], ck["pos"]
+        torch.set_rng_state(ck["rng"])
+        if ck.get("cuda_rng") is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(ck["cuda_rng"], device)
+        with open(out / "metrics.csv") as f:  # the rows up to the checkpoint, none torn by a kill
+            rows += [r for r in list(csv.reader(f))[1:] if len(r) == len(fields) and int(r[2]) <= step]
         print(f"resumed from {out / 'ckpt.pt'} at epoch {start_epoch + 1}, step {step}")
-    nets["G_fwd"], nets["D_fwd"] = (torch.compile(nets[k]) if args.compile else nets[k] for k in ("G", "D"))
-    amp = autocast(device, args.amp)
-    log = MetricsLog(out / "metrics.csv", STEP_METRICS + ["img_per_s"] + EPOCH_METRICS, step if args.resume else None)
-    per_step = images_per_step(args)
-    if n_data < per_step:
-        raise UsageError(f"the dataset has {n_data} examples, fewer than the {per_step} one step needs")
-    steps_per_epoch = n_data // per_step  # drop the last partial batch: BatchNorm wants full ones
+    write_csv(out / "metrics.csv", rows, "w")
+    G_fwd, D_fwd = (torch.compile(m) if args.compile else m for m in (G, D))
+    amp, sampler = autocast(device, args.amp), G_ema if G_ema is not None else G
+    fixed_z = sample_noise(64, args.z_dim, args.noise, "cpu", torch.Generator().manual_seed(args.seed + 1))
 
-    def checkpoint(epoch, pos, perm):
-        atomic_save({"script": SCRIPT, "args": vars(args), "channels": channels, "step": step, "epoch": epoch, "pos": pos,
-                     "perm": perm, "rng": rng_state(device), "data_rng": data_rng.get_state(),
-                     **{k: (nets[k].state_dict() if nets[k] is not None else None)
-                        for k in ("G", "D", "G_ema", "opt_G", "opt_D")}}, out / "ckpt.pt")
+    def save(epoch, pos):
+        G_ema is None or standing_stats(G_ema, args, device)
+        atomic_save({"script": SCRIPT, "args": vars(args), "channels": channels, "step": step, "epoch": epoch,
+                     "pos": pos, "rng": torch.get_rng_state(),
+                     "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+                     **{k: m and m.state_dict() for k, m in saved.items()}}, out / "ckpt.pt")
 
-    pending, t_last, n_last = [], time.perf_counter(), 0
+    pending, clock = [], [time.perf_counter(), step]
 
     def flush(epoch):  # one device sync per --log-every steps, but a csv row for every step
-        nonlocal pending, t_last, n_last
-        if not pending:
-            return []
-        values = torch.stack([torch.stack(v) for _, v in pending]).float().cpu()
-        if not torch.isfinite(values).all():
-            raise FloatingPointError(f"a loss became NaN or infinite near step {pending[-1][0]}; "
-                                     f"the last good checkpoint is {out / 'ckpt.pt'} (try a lower learning rate)")
-        now = time.perf_counter()
-        speed = (pending[-1][0] - n_last) * per_step / (now - t_last)
-        rows = [dict(kind="step", epoch=epoch + 1, step=s, time=f"{time.time():.1f}", img_per_s=f"{speed:.1f}",
-                     **{k: f"{x:.5g}" for k, x in zip(STEP_METRICS, vals)}) for (s, _), vals in zip(pending, values.tolist())]
-        log.write(rows)
-        pending, t_last, n_last = [], now, pending[-1][0]
-        return rows
+        values = torch.stack([torch.stack(v) for v in pending]).float().cpu()
+        if not values.isfinite().all():
+            kept = f"the last good checkpoint is {out / 'ckpt.pt'}" if (out / "ckpt.pt").exists() else "none"
+            raise FloatingPointError(f"a loss became NaN or infinite near step {step}; {kept} (lower lr?)")
+        speed = f"{(step - clock[1]) * per_step / (time.perf_counter() - clock[0]):.1f}"
+        write_csv(out / "metrics.csv", [["step", epoch + 1, step - len(values) + i + 1, int(time.time()),
+                                         *(f"{x:.5g}" for x in v), speed, *[""] * len(EPOCH_METRICS)]
+                                        for i, v in enumerate(values.tolist())])
+        pending.clear()
+        clock[:] = time.perf_counter(), step
+        return dict(zip(STEP_METRICS + ["img_per_s"], [f"{x:.4g}" for x in values[-1].tolist()] + [speed]))
 
-    stop = []  # Ctrl-C asks to stop after the current step, so the checkpoint is a clean one
+    stop = []  # Ctrl-C asks to stop after the current step, so that the checkpoint is a clean one
 
     def on_sigint(signum, frame):
         if stop:
             raise KeyboardInterrupt  # a second Ctrl-C quits at once, keeping the last checkpoint
         stop.append(signum)
-        print("\nCtrl-C: saving a checkpoint after this step (press again to quit without saving)", file=sys.stderr)
+        print("\nCtrl-C: saving a checkpoint after this step (again to quit without saving)", file=sys.stderr)
     old_handler = signal.signal(signal.SIGINT, on_sigint)
     try:
         for epoch in range(start_epoch, args.epochs):
-            if perm is None:
-                perm = torch.randperm(n_data, generator=data_rng)
-            bar = progress(range(pos, steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", unit="step",
-                           total=steps_per_epoch, initial=pos)
-            n_last, t_last = step, time.perf_counter()
+            # Each epoch's order is a function of the seed and the epoch alone, so a resume needs only pos.
+            order = torch.Generator().manual_seed(args.seed * 10**6 + epoch)
+            perm = torch.randperm(len(data), generator=order)
+            bar = tqdm(range(pos, steps_per_epoch), f"epoch {epoch + 1}/{args.epochs}", steps_per_epoch,
+                       initial=pos, unit="step", dynamic_ncols=True)
             for pos in bar:
                 idx = perm[pos * per_step:(pos + 1) * per_step].to(data.device)
                 real = batch_to_float(data[idx], device, args)
-                pending.append((step + 1, train_step(nets, real, args, amp)))
+                pending.append(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp))
                 step += 1
-                if nets["G_ema"] is not None:
-                    update_ema(nets["G_ema"], nets["G"], step, args.ema_decay)
+                G_ema is None or update_ema(G_ema, G, step, args.ema_decay)
                 if len(pending) >= args.log_every:
-                    rows = flush(epoch)
-                    if hasattr(bar, "set_postfix"):
-                        bar.set_postfix({k: rows[-1][k] for k in STEP_METRICS + ["img_per_s"]})
+                    bar.set_postfix(flush(epoch))
                 if stop:
                     flush(epoch)
-                    if nets["G_ema"] is not None:
-                        standing_stats(nets["G_ema"], args, device)
-                    checkpoint(epoch, pos + 1, perm)  # mid-epoch: the place in this epoch's order too
-                    print(f"saved {out / 'ckpt.pt'} at step {step}; add --resume to continue", file=sys.stderr)
+                    save(epoch, pos + 1)  # mid-epoch: the place in this epoch's order too
+                    print(f"saved {out / 'ckpt.pt'} at step {step}; --resume continues", file=sys.stderr)
                     sys.exit(130)
-            flush(epoch)
-            if nets["G_ema"] is not None:
-                standing_stats(nets["G_ema"], args, device)
-            sampler = nets["G_ema"] if nets["G_ema"] is not None else nets["G"]
-            extra = end_of_epoch(args, sampler, fixed_z, epoch, out, device)
-            log.write([dict(kind="epoch", epoch=epoch + 1, step=step, time=f"{time.time():.1f}", **extra)])
-            plot_metrics(out / "metrics.csv", out / "metrics.png")
-            perm, pos = None, 0
-            checkpoint(epoch + 1, 0, None)
+            bar.close()
+            pending and flush(epoch)
+            pos = 0
+            G_ema is None or standing_stats(G_ema, args, device)
+            G.eval()  # BatchNorm's running statistics: samples do not depend on the rest of their batch
+            extra = end_of_epoch(args, sampler, fixed_z.to(device), epoch, out)
+            if args.fid_every and channels and (epoch + 1) % args.fid_every == 0:
+                sample = lambda n: to_output(sampler(sample_noise(n, args.z_dim, args.noise, device)), args)
+                extra["fid"] = f"{fid.fid_of_sampler(sample, args.fid_samples, data, fid_net):.3f}"
+                print(f"epoch {epoch + 1}: FID {extra['fid']} ({args.fid_samples} samples vs as many real)")
+            G.train()
+            extra.update(kind="epoch", epoch=epoch + 1, step=step, time=f"{time.time():.1f}")
+            write_csv(out / "metrics.csv", [[extra.get(k, "") for k in fields]])
+            plot_metrics(out)
+            save(epoch + 1, 0)
     finally:
         signal.signal(signal.SIGINT, old_handler)
     print(f"done: {step} steps; outputs in {out}/")
-    return nets
-
-
-def save_progress_strip(out):
-    """progress.png: the top row of up to 16 epoch grids, stacked top (early) to bottom (late)."""
-    from PIL import Image
-    from torchvision.utils import save_image
-    files = sorted((out / "samples").glob("epoch_*.png"))
-    if not files:
-        return
-    pick = [files[round(i * (len(files) - 1) / 15)] for i in range(16)] if len(files) > 16 else files
-    rows = [torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1) for f in dict.fromkeys(pick)]
-    row_h = (rows[0].shape[2] - 2) // 8 + 2  # grids are 8 wide with 2 px padding, images square
-    save_image(torch.cat([r[:, :row_h] for r in rows], 1).float() / 255, out / "progress.png")
-
 
 def generate(args):
     """--generate N: samples of the EMA generator as uint8 NHWC (.npz, key x) or PNG files."""
     if not args.to:
         raise UsageError("--generate needs --to FILE.npz or --to DIR/")
     ck = load_checkpoint(args.ckpt or Path(args.out_dir) / "ckpt.pt")
-    cargs = argparse.Namespace(**ck["args"])
-    device = pick_device(args.device)
-    G = build(cargs, ck["channels"], device)["G"]
-    G.load_state_dict(ck["G_ema"] if ck["G_ema"] is not None else ck["G"])
-    G.eval()
+    cargs, device = argparse.Namespace(**ck["args"]), pick_device(args.device)
+    G = build(cargs, ck["channels"])[0].to(device).eval()
+    G.load_state_dict(ck["G_ema"] if ck.get("G_ema") is not None else ck["G"])
     torch.manual_seed(args.seed)
-    chunks = []
     with torch.no_grad():
-        for i in progress(range(0, args.generate, 500), desc="generating", unit="batch"):
-            z = sample_noise(min(500, args.generate - i), cargs.z_dim, cargs.noise, device)
-            chunks.append(to_output(G(z), cargs).cpu())
-    x = torch.cat(chunks).numpy()
-    write_samples(x, args.to)
-    print(f"wrote {len(x)} samples {x.dtype} {tuple(x.shape)} to {args.to}")
-
-
-def write_samples(x, to):
-    if to.endswith(".npz"):
-        Path(to).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(to, x=x)
-        return
-    from PIL import Image
-    Path(to).mkdir(parents=True, exist_ok=True)
-    for i, img in enumerate(x):
-        Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(Path(to) / f"{i:06d}.png")
-
+        noise = lambda n: sample_noise(n, cargs.z_dim, cargs.noise, device)
+        x = torch.cat([to_output(G(noise(min(500, args.generate - i))), cargs).cpu()
+                       for i in tqdm(range(0, args.generate, 500), "generating")])
+    x = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).numpy()  # images as NHWC
+    Path(args.to).parent.mkdir(parents=True, exist_ok=True)
+    if args.to.endswith(".npz"):
+        np.savez(args.to, x=x)
+    else:
+        from PIL import Image
+        Path(args.to).mkdir(exist_ok=True)
+        for i, img in enumerate(x):
+            Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(f"{args.to}/{i:06d}.png")
+    print(f"wrote {len(x)} samples {x.dtype} {x.shape} to {args.to}")
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.out_dir is None:
-        args.out_dir = f"out/{SCRIPT}-{args.dataset}"
+    args.out_dir = args.out_dir or f"out/{SCRIPT}-{args.dataset}"
     try:
-        if args.generate is not None:
-            generate(args)
-        else:
-            train(args)
-    except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        generate(args) if args.generate is not None else train(args)
     except FloatingPointError as e:
-        print(f"stopped: {e}", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(print(f"stopped: {e}", file=sys.stderr) or 1)
+    except Exception as e:  # bad input, found here or in fid.py: one line and status 2
+        if type(e).__name__ != "UsageError":
+            raise
+        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
 # --- end shared: loop ---
 
 
-# --- shared: image samples (identical in dcgan.py, wgan_sn.py) ---
+# --- shared: image samples (the same code in dcgan.py and wgan_sn.py) ---
 EPOCH_METRICS = ["fid"]
 
-
-def load_training_data(args):
+def load_data(args):
     return load_images(args.dataset, args.data_dir, args.image_size, args.channels)
-
-
-def data_channels(data):
-    return data.shape[1]
-
 
 def batch_to_float(batch, device, args):
     return to_float(batch, device, args.hflip, args.jitter).contiguous(memory_format=torch.channels_last)
 
-
 def to_output(x, args):
-    """Generator output in [-1, 1] -> uint8 NHWC."""
-    return ((x.float() + 1) * 127.5).round().clamp(0, 255).byte().permute(0, 2, 3, 1)
-
+    """Generator output in [-1, 1] -> uint8 (N, C, H, W)."""
+    return ((x.float() + 1) * 127.5).round().clamp(0, 255).byte()
 
 @torch.no_grad()
-def end_of_epoch(args, G, fixed_z, epoch, out, device):
-    """The fixed-noise grid, the progress strip, and FID every --fid-every epochs."""
+def end_of_epoch(args, G, fixed_z, epoch, out):
+    """The fixed-noise grid and the progress strip; returns the epoch's values for metrics.csv."""
     from torchvision.utils import save_image
-    was_training = G.training
-    G.eval()  # BatchNorm with running statistics: samples do not depend on the rest of the batch
-    save_image(G(fixed_z).float(), out / "samples" / f"epoch_{epoch + 1:03d}.png", nrow=8, normalize=True,
-               value_range=(-1, 1))
+    save_image(G(fixed_z).float() / 2 + 0.5, out / "samples" / f"epoch_{epoch + 1:03d}.png")
     save_progress_strip(out)
-    result = {}
-    if args.fid_every and (epoch + 1) % args.fid_every == 0:
-        import fid
-        def sample(n):
-            return to_output(G(sample_noise(n, args.z_dim, args.noise, device)), args).permute(0, 3, 1, 2)
-        result["fid"] = f"{fid.fid_of_sampler(sample, args.fid_samples, args.dataset, args.data_dir, args.image_size, device):.3f}"
-        print(f"epoch {epoch + 1}: FID {result['fid']} ({args.fid_samples} samples vs {args.dataset} train)")
-    G.train(was_training)
-    return result
+    return {}
 # --- end shared: image samples ---
 
 

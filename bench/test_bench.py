@@ -6,6 +6,7 @@ DCGAN step (pytorch/examples dcgan/main.py and the PyTorch DCGAN tutorial: a Dat
 torchvision-style dataset with per-sample PIL transforms, a Sigmoid output and BCELoss) sits in the
 same group as dcgan.py's own step at 64x64, batch 64, both including their data loading.
 """
+import copy
 import os
 import sys
 from pathlib import Path
@@ -49,8 +50,11 @@ def run(benchmark, fn, device, images_per_call):
 def script_step(module, argv, channels, device, data):
     """The script's own step, data included: index the on-device uint8 dataset, augment, train."""
     args = module.parse_args(argv + ["--device", str(device)])
-    nets = module.build(args, channels, device)
-    nets["G_fwd"], nets["D_fwd"] = nets["G"], nets["D"]
+    G, D = (m.to(device, memory_format=torch.channels_last) for m in module.build(args, channels))
+    G_ema = copy.deepcopy(G).requires_grad_(False) if args.ema else None
+    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # as the scripts' loop
+    opt_G = torch.optim.Adam(G.parameters(), args.lr_g, betas=(args.beta1, args.beta2), **fused)
+    opt_D = torch.optim.Adam(D.parameters(), args.lr_d, betas=(args.beta1, args.beta2), **fused)
     amp = module.autocast(device, args.amp)
     per_step = module.images_per_step(args)
     data = module.put_on_device(data, device) if data is not None else None
@@ -60,9 +64,9 @@ def script_step(module, argv, channels, device, data):
         idx = torch.randint(n, (per_step,), device=device)
         batch = data[idx] if data is not None else torch.zeros(per_step, 0)
         real = module.batch_to_float(batch, device, args)
-        module.train_step(nets, real, args, amp)
-        if nets["G_ema"] is not None:
-            module.update_ema(nets["G_ema"], nets["G"], 1000, args.ema_decay)
+        module.train_step(G, D, opt_G, opt_D, real, args, amp)
+        if G_ema is not None:
+            module.update_ema(G_ema, G, 1000, args.ema_decay)
     return step, per_step
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -87,3 +88,15 @@ def cifar_dir(tmp_path):
 @pytest.fixture
 def image_folder(tmp_path):
     return make_folder(tmp_path / "faces")
+
+
+def make_nets(module, args, channels, device="cpu"):
+    """A script's networks and Adam optimisers, as its training loop makes them."""
+    G, D = (m.to(device) for m in module.build(args, channels))
+    betas = (args.beta1, args.beta2)
+    return {"G": G, "D": D, "opt_G": torch.optim.Adam(G.parameters(), args.lr_g, betas=betas),
+            "opt_D": torch.optim.Adam(D.parameters(), args.lr_d, betas=betas)}
+
+
+def step(module, nets, real, args, amp):
+    return module.train_step(nets["G"], nets["D"], nets["opt_G"], nets["opt_D"], real, args, amp)

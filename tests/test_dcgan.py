@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import dcgan
-from conftest import ROOT, make_mnist
+from conftest import ROOT, make_mnist, make_nets, step
 
 CPU = torch.device("cpu")
 TINY = ["--g-width", "8", "--d-width", "8", "--batch-size", "16", "--log-every", "3"]
@@ -39,11 +39,10 @@ def test_bad_image_size_is_a_usage_error():
 def test_training_step_updates_both_networks():
     args = dcgan.parse_args(["--batch-size", "4", "--z-dim", "8", "--g-width", "8", "--d-width", "8", "--d-steps", "2",
                              "--label-smoothing", "0.1", "--d-dropout", "0.2", "--noise", "uniform"])
-    nets = dcgan.build(args, 3, torch.device("cpu"))
-    nets["G_fwd"], nets["D_fwd"] = nets["G"], nets["D"]
+    nets = make_nets(dcgan, args, 3)
     before = {k: [p.detach().clone() for p in nets[k].parameters()] for k in ("G", "D")}
     assert dcgan.images_per_step(args) == 8  # each D step gets its own real batch of 4
-    out = dcgan.train_step(nets, torch.rand(8, 3, 32, 32) * 2 - 1, args, dcgan.autocast(torch.device("cpu"), True))
+    out = step(dcgan, nets, torch.rand(8, 3, 32, 32) * 2 - 1, args, dcgan.autocast(CPU, True))
     assert len(out) == len(dcgan.STEP_METRICS) and all(torch.isfinite(v) for v in out)
     for k in ("G", "D"):
         assert all(not torch.equal(a, b) for a, b in zip(before[k], nets[k].parameters()))
@@ -200,4 +199,4 @@ def test_fid_every_epoch_goes_into_metrics(mnist_dir, tmp_path, monkeypatch):
                 "--fid-every", "1", "--fid-samples", "8", "--out-dir", str(out), *TINY])
     rows = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["kind"] == "epoch"]
     assert float(rows[0]["fid"]) > 0
-    assert len(list((tmp_path / "cache").glob("mnist-train-16px-8-*.npz"))) == 1  # reference stats cached
+    assert len(list((tmp_path / "cache").glob("real-8x1x16x16-*.npz"))) == 1  # reference stats cached

@@ -163,7 +163,7 @@ def test_inputs_folder_npz_stats_and_dataset(tmp_path):
     make_cifar(tmp_path / "data")
     kind, x = fid.load_input("cifar10:test", n=5, data_dir=str(tmp_path / "data"))
     assert x.shape == (5, 3, 32, 32)
-    with pytest.raises(fid.UsageError, match="not an image folder"):
+    with pytest.raises(fid.UsageError, match="is not a folder"):
         fid.load_input("imagenet:train")
     np.savez(tmp_path / "bad.npz", x=np.zeros((2, 8, 8, 3), np.float32))
     with pytest.raises(fid.UsageError, match="uint8 NHWC"):

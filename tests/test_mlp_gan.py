@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import mlp_gan
-from conftest import ROOT
+from conftest import ROOT, make_nets, step
 
 
 def test_mode_metrics_all_modes():
@@ -67,13 +67,12 @@ def test_r1_penalty_on_a_linear_discriminator():
 
 def test_r1_every_k_applies_the_penalty_on_every_kth_d_update(monkeypatch):
     args = mlp_gan.parse_args(["--r1", "1", "--r1-every", "3", "--batch-size", "8", "--g-width", "4", "--d-width", "4"])
-    nets = mlp_gan.build(args, None, torch.device("cpu"))
-    nets["G_fwd"], nets["D_fwd"] = nets["G"], nets["D"]
+    nets = make_nets(mlp_gan, args, None)
     calls = []
     real_r1 = mlp_gan.r1_penalty
     monkeypatch.setattr(mlp_gan, "r1_penalty", lambda *a: calls.append(1) or real_r1(*a))
     for _ in range(7):
-        mlp_gan.train_step(nets, mlp_gan.sample_mixture("grid25", 8, "cpu"), args, mlp_gan.autocast("cpu", False))
+        step(mlp_gan, nets, mlp_gan.sample_mixture("grid25", 8, "cpu"), args, mlp_gan.autocast(torch.device("cpu"), False))
     assert len(calls) == 2  # updates 3 and 6
 
 
@@ -103,7 +102,7 @@ def test_short_grid25_run_beats_the_untrained_generator(tmp_path):
     argv = ["--epochs", "2", "--steps-per-epoch", "400", "--out-dir", str(tmp_path / "r"), "--log-every", "50"]
     args = mlp_gan.parse_args(argv)
     torch.manual_seed(args.seed)
-    untrained = mlp_gan.build(args, None, torch.device("cpu"))["G"]
+    untrained = mlp_gan.build(args, None)[0]
     centres, std = mlp_gan.mixture("grid25")
     with torch.no_grad():
         before = mlp_gan.mode_metrics(untrained(torch.randn(2500, args.z_dim)), centres, std)

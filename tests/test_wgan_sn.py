@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import wgan_sn
-from conftest import ROOT
+from conftest import ROOT, make_nets, step
 
 CPU = torch.device("cpu")
 
@@ -47,13 +47,12 @@ def test_gradient_penalty_of_a_linear_critic():
 def test_one_step_updates_both_networks(loss, gp):
     args = wgan_sn.parse_args(["--batch-size", "4", "--g-width", "32", "--d-width", "8", "--loss", loss,
                                "--gp", str(gp), "--image-size", "16", "--lr-decay", "100"])
-    nets = wgan_sn.build(args, 3, CPU)
-    nets["G_fwd"], nets["D_fwd"] = nets["G"], nets["D"]
+    nets = make_nets(wgan_sn, args, 3)
     # (The critic's output bias gets no gradient from a difference of means, under either loss's
     # generator term, so only the Wasserstein critic loss leaves it fixed; it is left out here.)
     params = lambda k: [p for n, p in nets[k].named_parameters() if n != "out.bias"]
     before = {k: [p.detach().clone() for p in params(k)] for k in ("G", "D")}
-    out = wgan_sn.train_step(nets, torch.rand(4, 3, 16, 16) * 2 - 1, args, wgan_sn.autocast(CPU, True))
+    out = step(wgan_sn, nets, torch.rand(4, 3, 16, 16) * 2 - 1, args, wgan_sn.autocast(CPU, True))
     assert all(torch.isfinite(v) for v in out) and (out[3] > 0) == (gp > 0)
     for k in ("G", "D"):
         assert all(not torch.equal(a, b) for a, b in zip(before[k], params(k))), k
@@ -72,8 +71,7 @@ def test_n_critic_5_does_five_critic_steps_per_generator_step():
     args = wgan_sn.parse_args(["--batch-size", "2", "--g-width", "32", "--d-width", "8", "--n-critic", "5",
                                "--image-size", "16", "--g-batch-mult", "2"])
     assert wgan_sn.images_per_step(args) == 10
-    nets = wgan_sn.build(args, 1, CPU)
-    nets["G_fwd"], nets["D_fwd"] = nets["G"], nets["D"]
+    nets = make_nets(wgan_sn, args, 1)
     seen = []  # batch sizes of the critic's forward passes
     real_forward = nets["D"].forward
 
@@ -81,7 +79,7 @@ def test_n_critic_5_does_five_critic_steps_per_generator_step():
         seen.append(len(x))
         return real_forward(x)
     nets["D"].forward = counting
-    wgan_sn.train_step(nets, torch.rand(10, 1, 16, 16), args, wgan_sn.autocast(CPU, False))
+    step(wgan_sn, nets, torch.rand(10, 1, 16, 16), args, wgan_sn.autocast(CPU, False))
     first = lambda opt: int(next(iter(opt.state.values()))["step"])
     assert first(nets["opt_D"]) == 5 and first(nets["opt_G"]) == 1
     # Five critic passes over 2 reals + 2 fakes each, then one over the generator's 2 x 2 fakes.
