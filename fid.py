@@ -503,7 +503,8 @@ def main(argv=None):
                 m, s = kernel_inception_distance(feats[0], feats[1])
                 print(f"KID: {m:.6f} ± {s:.6f}")
         dt = time.perf_counter() - t0
-        print(f"({n_images} images through Inception in {dt:.1f} s, {n_images / dt:.1f} img/s, {args.device}, "
+        print(f"({n_images} images through Inception in {dt:.1f} s, {n_images / dt:.1f} img/s "
+              f"on {args.device}, "
               f"weights {net.weights})")
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

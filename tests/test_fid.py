@@ -168,3 +168,34 @@ def test_inputs_folder_npz_stats_and_dataset(tmp_path):
     np.savez(tmp_path / "bad.npz", x=np.zeros((2, 8, 8, 3), np.float32))
     with pytest.raises(fid.UsageError, match="uint8 NHWC"):
         fid.load_input(str(tmp_path / "bad.npz"))
+
+
+@needs_port
+def test_a_script_and_fid_py_copied_alone_measure_fid(tmp_path):
+    """wgan_sn.py and fid.py, copied into an empty folder, run --fid-every 1 on grayscale images."""
+    import shutil
+    from conftest import make_folder
+    for name in ("wgan_sn.py", "fid.py"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    make_folder(tmp_path / "data" / "imgs", n=14)
+    r = subprocess.run([sys.executable, "wgan_sn.py", "--dataset", "folder", "--data-dir", "data/imgs", "--epochs", "1",
+                        "--image-size", "16", "--channels", "1", "--batch-size", "4", "--n-critic", "1",
+                        "--g-width", "32", "--d-width", "8", "--fid-every", "1", "--fid-samples", "8"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={**__import__("os").environ, "FID_CACHE": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr
+    epoch = [row for row in (tmp_path / "out" / "wgan_sn-folder" / "metrics.csv").read_text().splitlines()
+             if row.startswith("epoch")]
+    assert len(epoch) == 1 and float(epoch[0].split(",")[-1]) > 0
+    assert len(list((tmp_path / "cache").glob("real-8x1x16x16-*.npz"))) == 1  # the run's own channels and size
+
+
+def test_missing_inception_weights_stop_a_run_before_training(tmp_path, monkeypatch):
+    monkeypatch.setenv("FID_INCEPTION_WEIGHTS", str(tmp_path / "missing.pt"))
+    from conftest import make_mnist
+    import dcgan
+    make_mnist(tmp_path / "data")
+    with pytest.raises(SystemExit) as e:
+        dcgan.main(["--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--fid-every", "1",
+                    "--out-dir", str(tmp_path / "o"), "--image-size", "16", "--g-width", "8", "--d-width", "8"])
+    assert e.value.code == 2 and not (tmp_path / "o" / "metrics.csv").exists()
