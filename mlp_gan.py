@@ -19,7 +19,7 @@ Where to hack: a new loss or penalty in train_step(); new networks in MLPGenerat
 the same code in every script.
 """
 import argparse, copy, csv, math, os, signal, sys, time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,8 @@ EPOCH_METRICS = ["modes", "hq_pct", "kl", "fid"]
 
 # --- shared: flags (the same code in every script: tests/test_shared_blocks.py) ---
 def common_flags(description, datasets):
-    p = argparse.ArgumentParser(description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--dataset", default=datasets[0], choices=datasets)
     a("--data-dir", default="data", help="torchvision's root layout; with --dataset folder, the image folder")
@@ -63,7 +64,6 @@ def common_flags(description, datasets):
     a("--to", help="FILE.npz (uint8 NHWC, key x) or DIR/ of PNGs")
     return p
 # --- end shared: flags ---
-
 
 def parse_args(argv=None):
     p = common_flags(__doc__.splitlines()[0], POINT_SETS + ["mnist", "fashion-mnist"])
@@ -110,12 +110,10 @@ def mixture(name):
     angles = torch.arange(8) * (2 * math.pi / 8)
     return torch.stack([2 * angles.cos(), 2 * angles.sin()], 1), 0.02
 
-
 def sample_mixture(name, n, device, generator=None):
     centres, std = mixture(name)
     pick = torch.randint(len(centres), (n,), device=device, generator=generator)
     return centres.to(device)[pick] + std * torch.randn(n, 2, device=device, generator=generator)
-
 
 def mode_metrics(points, centres, std):
     """(modes captured, % high-quality samples, KL(histogram of high-quality samples' modes || uniform))."""
@@ -149,7 +147,6 @@ class MLPGenerator(nn.Module):
     def forward(self, z):
         return self.net(z)
 
-
 class MLPDiscriminator(nn.Module):
     """x (packed: `pack` samples side by side) -> [Linear + LeakyReLU(0.2) (+ Dropout)] x depth -> a logit."""
 
@@ -166,7 +163,6 @@ class MLPDiscriminator(nn.Module):
     def forward(self, x):
         return self.net(x.reshape(len(x) // self.pack, -1)).flatten()
 
-
 def build(args, channels):
     """The two networks of a run, G and D (the loop moves them to the device and adds the optimisers)."""
     dim = 2 if channels is None else channels * args.image_size ** 2
@@ -178,13 +174,11 @@ def build(args, channels):
 def images_per_step(args):
     return args.batch_size
 
-
 def r1_penalty(D, real, pack):
     """E ||grad_x D(x)||^2 over D's (packed) real inputs, in fp32: it pulls D flat where the data is."""
     real = real.detach().float().requires_grad_(True)
     grad, = torch.autograd.grad(D(real).sum(), real, create_graph=True)
     return grad.pow(2).sum() / (len(real) // pack)
-
 
 def train_step(G, D, opt_G, opt_D, real, args, amp):
     """One D update on real vs G(z) (packed; + the R1 penalty), one non-saturating G update.
@@ -231,12 +225,10 @@ def load_data(args):
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[:10000]]
     return x
 
-
 def batch_to_float(batch, device, args):
     if args.dataset in POINT_SETS:
         return sample_mixture(args.dataset, len(batch), device)
     return to_float(batch, device, args.hflip, args.jitter).flatten(1)
-
 
 def to_output(x, args):
     """2-D points as float32; images as uint8 (N, C, H, W)."""
@@ -244,7 +236,6 @@ def to_output(x, args):
         return x.float()
     x = x.float().view(len(x), -1, args.image_size, args.image_size)
     return ((x + 1) * 127.5).round().clamp(0, 255).byte()
-
 
 @torch.no_grad()
 def end_of_epoch(args, G, fixed_z, epoch, out):
@@ -266,7 +257,6 @@ def end_of_epoch(args, G, fixed_z, epoch, out):
     Image.fromarray(np.concatenate(images, 1)).save(out / "progress.png")
     return {"modes": modes, "hq_pct": f"{hq:.2f}", "kl": f"{kl:.4f}"}
 
-
 def scatter(points, centres, path, title):
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(4, 4))
@@ -277,36 +267,6 @@ def scatter(points, centres, path, title):
     fig.tight_layout()
     fig.savefig(path, dpi=70)
     plt.close(fig)
-
-
-# --- shared: device (the same code in every script) ---
-class UsageError(Exception):
-    """Bad input: main() prints it as one line and exits with status 2."""
-
-def pick_device(name):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    there = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not there.get(name.split(":")[0]):
-        raise UsageError(f"unknown --device {name!r}, or not available (use auto, cpu, cuda, cuda:N or mps)")
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # free speed on CUDA GPUs
-    torch.backends.cudnn.benchmark = True
-    return torch.device(name)
-
-def autocast(device, enabled):
-    """bf16 mixed precision where the device has it, else a no-op."""
-    try:
-        if enabled and not (device.type == "cuda" and not torch.cuda.is_bf16_supported()):
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-    except (RuntimeError, ValueError):  # e.g. an older MPS backend
-        pass
-    return nullcontext()
-
-def sample_noise(n, z_dim, kind, device, generator=None):
-    if kind == "uniform":
-        return torch.rand(n, z_dim, generator=generator, device=device) * 2 - 1
-    return torch.randn(n, z_dim, generator=generator, device=device)
-# --- end shared: device ---
 
 
 # --- shared: mnist (the same code in every script and fid.py) ---
@@ -324,24 +284,42 @@ def load_mnist(dataset, data_dir, train=True, pad=False):
 # --- end shared: mnist ---
 
 
-# --- shared: data (the same code in every script) ---
+# --- shared: skeleton (device, data, EMA, checkpoints, the loop: the same code in every script) ---
+class UsageError(Exception):
+    """Bad input: main() prints it as one line and exits with status 2."""
+
+def pick_device(name):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    ok = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not ok.get(name.split(":")[0]):
+        raise UsageError(f"unknown --device {name!r}, or not available (use auto, cpu, cuda, cuda:N or mps)")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # free speed on CUDA GPUs
+    torch.backends.cudnn.benchmark = True
+    return torch.device(name)
+
+def autocast(device, enabled):
+    """bf16 mixed precision where the device has it, else a no-op."""
+    with suppress(RuntimeError, ValueError):  # an older MPS backend has none
+        if enabled and (device.type != "cuda" or torch.cuda.is_bf16_supported()):
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+def sample_noise(n, z_dim, kind, device, generator=None):
+    if kind == "uniform":
+        return torch.rand(n, z_dim, generator=generator, device=device) * 2 - 1
+    return torch.randn(n, z_dim, generator=generator, device=device)
+
 def fit_images(x, image_size, channels=None):
     """uint8 (N, C, H, W) -> the run's --channels (luma for grayscale) and --image-size."""
     if channels == 1 and x.shape[1] == 3:
-        luma = torch.tensor([0.299, 0.587, 0.114])
-        x = torch.einsum("nchw,c->nhw", x.float(), luma)[:, None].round().byte()
-    if channels == 3 and x.shape[1] == 1:
-        x = x.expand(-1, 3, -1, -1).contiguous()
+        x = torch.einsum("nchw,c->nhw", x.float(), torch.tensor([0.299, 0.587, 0.114]))[:, None]
+        x = x.round().byte()
+    x = x.expand(-1, channels or x.shape[1], -1, -1)
     if x.shape[-1] != image_size:
         from torchvision.transforms.v2.functional import resize
         x = resize(x, [image_size, image_size], antialias=True)
-    return x
-
-def put_on_device(x, device):
-    """Keep the dataset on the accelerator when it fits in a quarter of its free memory."""
-    if device.type == "cuda" and x.nbytes > 0.25 * torch.cuda.mem_get_info(device)[0]:
-        return x.pin_memory()
-    return x.to(device)
+    return x.contiguous()
 
 def to_float(batch, device, hflip=False, jitter=0.0):
     """uint8 batch -> float in [-1, 1] on the device, with the batch-level augmentation."""
@@ -353,10 +331,7 @@ def to_float(batch, device, hflip=False, jitter=0.0):
         mean = x.mean((1, 2, 3), keepdim=True)
         x = ((x - mean) * (1 + u()) + mean + 2 * u()).clamp_(-1, 1)
     return x
-# --- end shared: data ---
 
-
-# --- shared: ema (the same code in every script) ---
 @torch.no_grad()
 def update_ema(ema, model, step, decay):
     d = min(decay, (1 + step) / (10 + step))  # warm-up: short runs do not sample the random init
@@ -369,21 +344,11 @@ def update_ema(ema, model, step, decay):
 def standing_stats(G, args, device, batches=16):
     """Re-measure the EMA generator's BatchNorm statistics on its own samples before it is used or saved:
     the live G's do not fit the averaged weights while those move fast (dark, uniform samples). As BigGAN."""
-    norms = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a plain average over the batches below
     rng = torch.Generator(device).manual_seed(0)  # fixed noise; training's random stream stays untouched
-    for _ in range(batches if norms else 0):
-        G.train()(sample_noise(args.batch_size, args.z_dim, args.noise, device, rng))
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    return G.eval()
-# --- end shared: ema ---
+    torch.optim.swa_utils.update_bn([sample_noise(args.batch_size, args.z_dim, args.noise, device, rng)
+                                     for _ in range(batches)], G)
+    return G
 
-
-# --- shared: loop (the same code in every script) ---
 def atomic_save(obj, path):
     """torch.save to a temporary file, then rename: a kill at any moment leaves the old file intact."""
     with open(f"{path}.tmp", "wb") as f:
@@ -392,26 +357,19 @@ def atomic_save(obj, path):
     os.replace(f"{path}.tmp", path)
 
 def load_checkpoint(path, args=None):
-    """Tensors and plain values only (weights_only=True): a file cannot run code. With args (--resume),
+    """Plain values and tensors only (weights_only=True): a file cannot run code. On --resume (args),
     the flags that shape the networks must match."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-        assert isinstance(ck, dict) and "script" in ck, "not a checkpoint of these scripts"
-    except FileNotFoundError:
-        raise UsageError(f"no checkpoint at {path}") from None
+        script = ck["script"]
     except Exception as e:
         raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:80]})") from None
-    if ck["script"] != SCRIPT:
-        raise UsageError(f"{path} was written by {ck['script']}.py; load it with that script")
+    if script != SCRIPT:
+        raise UsageError(f"{path} was written by {script}.py; load it with that script")
     for k in ("dataset", "image_size", "channels", "z_dim", "g_width", "d_width", "depth", "pack"):
         if hasattr(args, k) and ck["args"].get(k) != getattr(args, k):
-            raise UsageError(f"--resume: the checkpoint has --{k.replace('_', '-')} {ck['args'].get(k)}, "
-                             f"this run has {getattr(args, k)}")
+            raise UsageError(f"--resume: the checkpoint has --{k.replace('_', '-')} {ck['args'].get(k)}")
     return ck
-
-def write_csv(path, rows, mode="a"):
-    with open(path, mode, newline="") as f:
-        csv.writer(f).writerows(rows)
 
 def plot_metrics(out):
     """metrics.png: running means of the losses and of the other step values; the epoch values."""
@@ -433,122 +391,107 @@ def plot_metrics(out):
     plt.close(fig)
 
 def save_progress_strip(out):
-    """progress.png: the top row of up to 16 epoch grids, early at the top."""
+    """progress.png: the top row of up to 16 epoch grids (8 square images a row, 2 px gaps), early on top."""
     from PIL import Image
     files = sorted((out / "samples").glob("epoch_*.png"))
-    files = dict.fromkeys(files[round(i * (len(files) - 1) / 15)] for i in range(16 if files else 0))
-    rows = [np.array(Image.open(f).convert("RGB")) for f in files]  # grids: 8 square images a row, 2 px gaps
-    if rows:
-        strip = np.concatenate([r[:(r.shape[1] - 2) // 8 + 2] for r in rows])
-        Image.fromarray(strip).save(out / "progress.png")
+    picks = dict.fromkeys(files[round(i * (len(files) - 1) / 15)] for i in range(16))
+    rows = [np.array(Image.open(f).convert("RGB")) for f in picks]
+    Image.fromarray(np.concatenate([r[:(r.shape[1] - 2) // 8 + 2] for r in rows])).save(out / "progress.png")
 
 def train(args):
     device, out = pick_device(args.device), Path(args.out_dir)
-    if not args.resume and (out / "ckpt.pt").exists():  # never overwrite a run by accident
-        raise UsageError(f"{out} already holds a run: add --resume to continue it, or pick another --out-dir")
+    if (out / "ckpt.pt").exists() != args.resume:  # never overwrite a run by accident
+        raise UsageError(f"--resume: no checkpoint in {out}" if args.resume else
+                         f"{out} already holds a run: add --resume to continue it, or pick another --out-dir")
     (out / "samples").mkdir(parents=True, exist_ok=True)
-    for old in [] if args.resume else (out / "samples").glob("epoch_*.png"):  # left by a run that never saved
-        old.unlink()
     torch.manual_seed(args.seed)
     data, per_step = load_data(args), images_per_step(args)
     channels, steps_per_epoch = (data.shape[1] if data.dim() == 4 else None), len(data) // per_step
-    if steps_per_epoch == 0:  # an epoch's last partial batch is dropped: BatchNorm wants full ones
+    if steps_per_epoch == 0:  # an epoch's partial last batch is dropped: BatchNorm wants full ones
         raise UsageError(f"the dataset has {len(data)} examples, fewer than the {per_step} one step needs")
-    if args.fid_every and channels:  # the Inception weights first: missing is an error before any work
+    if args.fid_every and channels:  # the Inception weights first: missing ones are an error before any work
         import fid
         fid_net = fid.load_inception(device=device)
-    data = put_on_device(data, device)
+    data = data.to(device)  # the whole dataset on the device: no DataLoader in the hot loop
     G, D = (m.to(device, memory_format=torch.channels_last) for m in build(args, channels))  # NHWC: faster
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if args.ema else None
     fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # one kernel for the whole update
-    opt_G = torch.optim.Adam(G.parameters(), args.lr_g, betas=(args.beta1, args.beta2), **fused)
-    opt_D = torch.optim.Adam(D.parameters(), args.lr_d, betas=(args.beta1, args.beta2), **fused)
-    saved = dict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D)  # what a checkpoint holds
+    opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr, betas=(args.beta1, args.beta2), **fused)
+                    for m, lr in ((G, args.lr_g), (D, args.lr_d)))
+    nets = dict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D)  # what a checkpoint holds
     fields = ["kind", "epoch", "step", "time"] + STEP_METRICS + ["img_per_s"] + EPOCH_METRICS
-    step, start_epoch, pos, rows = 0, 0, 0, [fields]
+    step, start_epoch, pos, rows = 0, 0, 0, [fields]  # rows: metrics.csv's, written with each checkpoint
     if args.resume:
         ck = load_checkpoint(out / "ckpt.pt", args)
         try:
-            [m.load_state_dict(ck[k]) for k, m in saved.items() if m is not None and ck.get(k) is not None]
+            [m.load_state_dict(ck[k]) for k, m in nets.items() if m is not None and ck.get(k) is not None]
         except (RuntimeError, KeyError, ValueError) as e:
-            raise UsageError(f"--resume: the checkpoint does not fit this model ({str(e)[:150]!r})") from None
-        step, start_epoch, pos = ck["step"], ck["epoch"], ck["pos"]
+            raise UsageError(f"--resume: the checkpoint does not fit this model ({str(e)[:150]})") from None
+        step, start_epoch, pos, rows = ck["step"], ck["epoch"], ck["pos"], []
         torch.set_rng_state(ck["rng"])
-        if ck.get("cuda_rng") is not None and device.type == "cuda":
-            torch.cuda.set_rng_state(ck["cuda_rng"], device)
-        with open(out / "metrics.csv") as f:  # the rows up to the checkpoint, none torn by a kill
-            rows += [r for r in list(csv.reader(f))[1:] if len(r) == len(fields) and int(r[2]) <= step]
         print(f"resumed from {out / 'ckpt.pt'} at epoch {start_epoch + 1}, step {step}")
-    write_csv(out / "metrics.csv", rows, "w")
     G_fwd, D_fwd = (torch.compile(m) if args.compile else m for m in (G, D))
-    amp, sampler = autocast(device, args.amp), G_ema if G_ema is not None else G
+    amp, pending, clock = autocast(device, args.amp), [], [time.perf_counter(), step]
     fixed_z = sample_noise(64, args.z_dim, args.noise, "cpu", torch.Generator().manual_seed(args.seed + 1))
 
-    def save(epoch, pos):
-        G_ema is None or standing_stats(G_ema, args, device)
-        atomic_save({"script": SCRIPT, "args": vars(args), "channels": channels, "step": step, "epoch": epoch,
-                     "pos": pos, "rng": torch.get_rng_state(),
-                     "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-                     **{k: m and m.state_dict() for k, m in saved.items()}}, out / "ckpt.pt")
+    def save(epoch, pos):  # ckpt.pt, then metrics.csv's rows up to it: no row is ever ahead of ckpt.pt
+        state = {k: m and m.state_dict() for k, m in nets.items()}
+        atomic_save(dict(state, script=SCRIPT, args=vars(args), channels=channels, step=step, epoch=epoch,
+                         pos=pos, rng=torch.get_rng_state()), out / "ckpt.pt")
+        with open(out / "metrics.csv", "w" if rows[:1] == [fields] else "a", newline="") as f:
+            csv.writer(f).writerows(rows)
+        rows.clear()
 
-    pending, clock = [], [time.perf_counter(), step]
-
-    def flush(epoch):  # one device sync per --log-every steps, but a csv row for every step
-        values = torch.stack([torch.stack(v) for v in pending]).float().cpu()
+    def flush(epoch):  # one device sync per --log-every steps, but a row for every step
+        values = torch.stack(pending).float().cpu()
         if not values.isfinite().all():
             kept = f"the last good checkpoint is {out / 'ckpt.pt'}" if (out / "ckpt.pt").exists() else "none"
             raise FloatingPointError(f"a loss became NaN or infinite near step {step}; {kept} (lower lr?)")
         speed = f"{(step - clock[1]) * per_step / (time.perf_counter() - clock[0]):.1f}"
-        write_csv(out / "metrics.csv", [["step", epoch + 1, step - len(values) + i + 1, int(time.time()),
-                                         *(f"{x:.5g}" for x in v), speed, *[""] * len(EPOCH_METRICS)]
-                                        for i, v in enumerate(values.tolist())])
+        rows.extend(["step", epoch + 1, step - len(values) + i, int(time.time()), *(f"{x:.5g}" for x in v),
+                     speed] + [""] * len(EPOCH_METRICS) for i, v in enumerate(values.tolist(), 1))
         pending.clear()
         clock[:] = time.perf_counter(), step
         return dict(zip(STEP_METRICS + ["img_per_s"], [f"{x:.4g}" for x in values[-1].tolist()] + [speed]))
 
-    stop = []  # Ctrl-C asks to stop after the current step, so that the checkpoint is a clean one
-
-    def on_sigint(signum, frame):
+    def on_sigint(*_):  # Ctrl-C: stop after this step with a clean checkpoint; a second Ctrl-C quits at once
         if stop:
-            raise KeyboardInterrupt  # a second Ctrl-C quits at once, keeping the last checkpoint
-        stop.append(signum)
-        print("\nCtrl-C: saving a checkpoint after this step (again to quit without saving)", file=sys.stderr)
-    old_handler = signal.signal(signal.SIGINT, on_sigint)
+            raise KeyboardInterrupt
+        stop.append(print("\nCtrl-C: saving a checkpoint after this step (again: quit)", file=sys.stderr))
+    stop, old_handler = [], signal.signal(signal.SIGINT, on_sigint)
     try:
         for epoch in range(start_epoch, args.epochs):
             # Each epoch's order is a function of the seed and the epoch alone, so a resume needs only pos.
-            order = torch.Generator().manual_seed(args.seed * 10**6 + epoch)
-            perm = torch.randperm(len(data), generator=order)
+            perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed * 999 + epoch))
             bar = tqdm(range(pos, steps_per_epoch), f"epoch {epoch + 1}/{args.epochs}", steps_per_epoch,
                        initial=pos, unit="step", dynamic_ncols=True)
             for pos in bar:
                 idx = perm[pos * per_step:(pos + 1) * per_step].to(data.device)
                 real = batch_to_float(data[idx], device, args)
-                pending.append(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp))
+                pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp)))
                 step += 1
                 G_ema is None or update_ema(G_ema, G, step, args.ema_decay)
-                if len(pending) >= args.log_every:
+                if len(pending) >= args.log_every or stop or pos + 1 == steps_per_epoch:
                     bar.set_postfix(flush(epoch))
                 if stop:
-                    flush(epoch)
+                    G_ema is None or standing_stats(G_ema, args, device)
                     save(epoch, pos + 1)  # mid-epoch: the place in this epoch's order too
                     print(f"saved {out / 'ckpt.pt'} at step {step}; --resume continues", file=sys.stderr)
                     sys.exit(130)
             bar.close()
-            pending and flush(epoch)
-            pos = 0
-            G_ema is None or standing_stats(G_ema, args, device)
             G.eval()  # BatchNorm's running statistics: samples do not depend on the rest of their batch
+            sampler = G if G_ema is None else standing_stats(G_ema, args, device)
             extra = end_of_epoch(args, sampler, fixed_z.to(device), epoch, out)
             if args.fid_every and channels and (epoch + 1) % args.fid_every == 0:
                 sample = lambda n: to_output(sampler(sample_noise(n, args.z_dim, args.noise, device)), args)
                 extra["fid"] = f"{fid.fid_of_sampler(sample, args.fid_samples, data, fid_net):.3f}"
                 print(f"epoch {epoch + 1}: FID {extra['fid']} ({args.fid_samples} samples vs as many real)")
             G.train()
-            extra.update(kind="epoch", epoch=epoch + 1, step=step, time=f"{time.time():.1f}")
-            write_csv(out / "metrics.csv", [[extra.get(k, "") for k in fields]])
-            plot_metrics(out)
+            extra.update(kind="epoch", epoch=epoch + 1, step=step, time=int(time.time()))
+            rows.append([extra.get(k, "") for k in fields])
             save(epoch + 1, 0)
+            plot_metrics(out)
+            pos = 0
     finally:
         signal.signal(signal.SIGINT, old_handler)
     print(f"done: {step} steps; outputs in {out}/")
@@ -560,7 +503,7 @@ def generate(args):
     ck = load_checkpoint(args.ckpt or Path(args.out_dir) / "ckpt.pt")
     cargs, device = argparse.Namespace(**ck["args"]), pick_device(args.device)
     G = build(cargs, ck["channels"])[0].to(device).eval()
-    G.load_state_dict(ck["G_ema"] if ck.get("G_ema") is not None else ck["G"])
+    G.load_state_dict(ck["G_ema"] or ck["G"])
     torch.manual_seed(args.seed)
     with torch.no_grad():
         noise = lambda n: sample_noise(n, cargs.z_dim, cargs.noise, device)
@@ -588,7 +531,7 @@ def main(argv=None):
         if type(e).__name__ != "UsageError":
             raise
         sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
-# --- end shared: loop ---
+# --- end shared: skeleton ---
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ def script_step(module, argv, channels, device, data):
     opt_D = torch.optim.Adam(D.parameters(), args.lr_d, betas=(args.beta1, args.beta2), **fused)
     amp = module.autocast(device, args.amp)
     per_step = module.images_per_step(args)
-    data = module.put_on_device(data, device) if data is not None else None
+    data = data.to(device) if data is not None else None
     n = len(data) if data is not None else per_step
 
     def step():
