@@ -277,13 +277,13 @@ def load_cifar10(data_dir, train=True):
     """uint8 (N, 3, 32, 32) from the python batches, read here: torchvision's loader wants their md5s."""
     folder = Path(data_dir) / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-    if not all((folder / n).is_file() for n in names):
-        from torchvision.datasets.utils import download_and_extract_archive
-        try:
+    from torchvision.datasets.utils import download_and_extract_archive
+    try:
+        if not all((folder / n).is_file() for n in names):
             download_and_extract_archive(CIFAR_URL, str(data_dir), md5=CIFAR_MD5)
-        except (RuntimeError, OSError) as e:
-            raise UsageError(f"cifar10: expected {folder}/{{{','.join(names)}}}; could not download "
-                             f"{CIFAR_URL} ({str(e).splitlines()[0]})") from None
+    except (RuntimeError, OSError) as e:
+        raise UsageError(f"cifar10: expected {folder}/{{{','.join(names)}}}; could not download "
+                         f"{CIFAR_URL} ({str(e).splitlines()[0]})") from None
     arrays = []
     for n in names:
         try:

@@ -13,10 +13,9 @@ mode, a mode is captured when a high-quality sample is nearest to it, and KL(sam
 Measured on 2 AMD EPYC cores, torch 2.14.1, 2026-11-26: the defaults capture 25/25 modes with
 95.4-97.0% high-quality samples in 5 of 5 seeds, 142-169 s each; ring8 8/8 at 96.0%. What got there:
 the R1 penalty, ReLU in G, equal learning rates of 1e-3, the EMA of G and a final learning-rate decay.
-
 Where to hack: a new loss or penalty in train_step(); new networks in MLPGenerator and MLPDiscriminator
-(built in build()); a new 2-D benchmark in mixture(). Everything below the '# --- shared' markers is
-the same code in every script.
+(made in build()); a new 2-D benchmark in mixture(). Below the '# --- shared' markers: the same code in
+every script.
 """
 import argparse, copy, csv, math, os, signal, sys, time
 from contextlib import nullcontext, suppress
@@ -134,7 +133,6 @@ class MLPGenerator(nn.Module):
 
     ReLU, not LeakyReLU: units that switch fully off let G be flat inside a mode and steep between
     modes; with LeakyReLU(0.2) grid25 kept bridges of samples between modes."""
-
     def __init__(self, z_dim, out_dim, width=256, depth=3, tanh=True):
         super().__init__()
         layers, d = [], z_dim
@@ -149,7 +147,6 @@ class MLPGenerator(nn.Module):
 
 class MLPDiscriminator(nn.Module):
     """x (packed: `pack` samples side by side) -> [Linear + LeakyReLU(0.2) (+ Dropout)] x depth -> a logit."""
-
     def __init__(self, in_dim, width=256, depth=3, pack=1, dropout=0.0):
         super().__init__()
         self.pack = pack
