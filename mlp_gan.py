@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
 from tqdm.auto import tqdm
 
 SCRIPT = "mlp_gan"
@@ -249,7 +251,6 @@ def end_of_epoch(args, G, fixed_z, epoch, out):
     print(f"epoch {epoch + 1}: {modes}/{len(centres)} modes captured, {hq:.1f}% high quality, KL {kl:.3f}")
     scatter(points, centres, path, f"epoch {epoch + 1}: {modes} modes, {hq:.1f}% HQ")
     files = sorted((out / "samples").glob("epoch_*.png"))  # progress.png: up to 8 of them side by side
-    from PIL import Image
     images = [np.array(Image.open(files[round(i * (len(files) - 1) / 7)]).convert("RGB")) for i in range(8)]
     Image.fromarray(np.concatenate(images, 1)).save(out / "progress.png")
     return {"modes": modes, "hq_pct": f"{hq:.2f}", "kl": f"{kl:.4f}"}
@@ -280,23 +281,20 @@ def load_mnist(dataset, data_dir, train=True, pad=False):
     return F.pad(x, (2, 2, 2, 2)) if pad else x
 # --- end shared: mnist ---
 
-
 # --- shared: skeleton (device, data, EMA, checkpoints, the loop: the same code in every script) ---
 class UsageError(Exception):
     """Bad input: main() prints it as one line and exits with status 2."""
 
 def pick_device(name):
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    ok = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    ok = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
+    name = next(k for k, there in ok.items() if there) if name == "auto" else name
     if not ok.get(name.split(":")[0]):
         raise UsageError(f"unknown --device {name!r}, or not available (use auto, cpu, cuda, cuda:N or mps)")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # free speed on CUDA GPUs
     torch.backends.cudnn.benchmark = True
     return torch.device(name)
 
-def autocast(device, enabled):
-    """bf16 mixed precision where the device has it, else a no-op."""
+def autocast(device, enabled):  # bf16 mixed precision where the device has it, else a no-op
     with suppress(RuntimeError, ValueError):  # an older MPS backend has none
         if enabled and (device.type != "cuda" or torch.cuda.is_bf16_supported()):
             return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -307,19 +305,15 @@ def sample_noise(n, z_dim, kind, device, generator=None):
         return torch.rand(n, z_dim, generator=generator, device=device) * 2 - 1
     return torch.randn(n, z_dim, generator=generator, device=device)
 
-def fit_images(x, image_size, channels=None):
-    """uint8 (N, C, H, W) -> the run's --channels (luma for grayscale) and --image-size."""
+def fit_images(x, image_size, channels=None):  # uint8 (N, C, H, W) in the run's --channels and --image-size
     if channels == 1 and x.shape[1] == 3:
-        x = torch.einsum("nchw,c->nhw", x.float(), torch.tensor([0.299, 0.587, 0.114]))[:, None]
-        x = x.round().byte()
+        x = (x.float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, True).round().byte()
     x = x.expand(-1, channels or x.shape[1], -1, -1)
     if x.shape[-1] != image_size:
-        from torchvision.transforms.v2.functional import resize
-        x = resize(x, [image_size, image_size], antialias=True)
+        x = TF.resize(x, [image_size, image_size], antialias=True)
     return x.contiguous()
 
-def to_float(batch, device, hflip=False, jitter=0.0):
-    """uint8 batch -> float in [-1, 1] on the device, with the batch-level augmentation."""
+def to_float(batch, device, hflip=False, jitter=0.0):  # uint8 -> [-1, 1] on the device, augmented per batch
     x = batch.to(device, non_blocking=True).float().div_(127.5).sub_(1)
     if hflip:
         x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(3), x)
@@ -339,22 +333,21 @@ def update_ema(ema, model, step, decay):
 
 @torch.no_grad()
 def standing_stats(G, args, device, batches=16):
-    """Re-measure the EMA generator's BatchNorm statistics on its own samples before it is used or saved:
-    the live G's do not fit the averaged weights while those move fast (dark, uniform samples). As BigGAN."""
+    """The EMA generator's BatchNorm statistics from its own samples (as BigGAN): the live G's do not fit
+    the averaged weights while those move fast, which made early samples dark and uniform."""
     rng = torch.Generator(device).manual_seed(0)  # fixed noise; training's random stream stays untouched
-    torch.optim.swa_utils.update_bn([sample_noise(args.batch_size, args.z_dim, args.noise, device, rng)
-                                     for _ in range(batches)], G)
+    z = [sample_noise(args.batch_size, args.z_dim, args.noise, device, rng) for _ in range(batches)]
+    torch.optim.swa_utils.update_bn(z, G)
     return G
 
-def atomic_save(obj, path):
-    """torch.save to a temporary file, then rename: a kill at any moment leaves the old file intact."""
+def atomic_save(obj, path):  # via a temporary file: a kill at any moment leaves the old file intact
     with open(f"{path}.tmp", "wb") as f:
         torch.save(obj, f)
         os.fsync(f.fileno())
     os.replace(f"{path}.tmp", path)
 
 def load_checkpoint(path, args=None):
-    """Plain values and tensors only (weights_only=True): a file cannot run code. On --resume (args),
+    """Plain values and tensors only (weights_only=True), so a file cannot run code; on --resume (args)
     the flags that shape the networks must match."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
@@ -387,12 +380,10 @@ def plot_metrics(out):
     fig.savefig(out / "metrics.png", dpi=80)
     plt.close(fig)
 
-def save_progress_strip(out):
-    """progress.png: the top row of up to 16 epoch grids (8 square images a row, 2 px gaps), early on top."""
-    from PIL import Image
+def save_progress_strip(out):  # progress.png: the top rows of up to 16 epoch grids, the earliest on top
     files = sorted((out / "samples").glob("epoch_*.png"))
     picks = dict.fromkeys(files[round(i * (len(files) - 1) / 15)] for i in range(16))
-    rows = [np.array(Image.open(f).convert("RGB")) for f in picks]
+    rows = [np.array(Image.open(f).convert("RGB")) for f in picks]  # grids: 8 square images a row, 2 px gaps
     Image.fromarray(np.concatenate([r[:(r.shape[1] - 2) // 8 + 2] for r in rows])).save(out / "progress.png")
 
 def train(args):
@@ -417,7 +408,7 @@ def train(args):
                     for m, lr in ((G, args.lr_g), (D, args.lr_d)))
     nets = dict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D)  # what a checkpoint holds
     fields = ["kind", "epoch", "step", "time"] + STEP_METRICS + ["img_per_s"] + EPOCH_METRICS
-    step, start_epoch, pos, rows = 0, 0, 0, [fields]  # rows: metrics.csv's, written with each checkpoint
+    step, start_epoch, pos, rows = 0, 0, 0, [fields]  # rows of metrics.csv, written with each checkpoint
     if args.resume:
         ck = load_checkpoint(out / "ckpt.pt", args)
         try:
@@ -475,7 +466,6 @@ def train(args):
                     save(epoch, pos + 1)  # mid-epoch: the place in this epoch's order too
                     print(f"saved {out / 'ckpt.pt'} at step {step}; --resume continues", file=sys.stderr)
                     sys.exit(130)
-            bar.close()
             G.eval()  # BatchNorm's running statistics: samples do not depend on the rest of their batch
             sampler = G if G_ema is None else standing_stats(G_ema, args, device)
             extra = end_of_epoch(args, sampler, fixed_z.to(device), epoch, out)
@@ -493,8 +483,7 @@ def train(args):
         signal.signal(signal.SIGINT, old_handler)
     print(f"done: {step} steps; outputs in {out}/")
 
-def generate(args):
-    """--generate N: samples of the EMA generator as uint8 NHWC (.npz, key x) or PNG files."""
+def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (.npz, key x) or PNG files
     if not args.to:
         raise UsageError("--generate needs --to FILE.npz or --to DIR/")
     ck = load_checkpoint(args.ckpt or Path(args.out_dir) / "ckpt.pt")
@@ -511,7 +500,6 @@ def generate(args):
     if args.to.endswith(".npz"):
         np.savez(args.to, x=x)
     else:
-        from PIL import Image
         Path(args.to).mkdir(exist_ok=True)
         for i, img in enumerate(x):
             Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(f"{args.to}/{i:06d}.png")
