@@ -251,7 +251,8 @@ def end_of_epoch(args, G, fixed_z, epoch, out):
     print(f"epoch {epoch + 1}: {modes}/{len(centres)} modes captured, {hq:.1f}% high quality, KL {kl:.3f}")
     scatter(points, centres, path, f"epoch {epoch + 1}: {modes} modes, {hq:.1f}% HQ")
     files = sorted((out / "samples").glob("epoch_*.png"))  # progress.png: up to 8 of them side by side
-    images = [np.array(Image.open(files[round(i * (len(files) - 1) / 7)]).convert("RGB")) for i in range(8)]
+    picks = dict.fromkeys(files[round(i * (len(files) - 1) / 7)] for i in range(8))
+    images = [np.array(Image.open(f).convert("RGB")) for f in picks]
     Image.fromarray(np.concatenate(images, 1)).save(out / "progress.png")
     return {"modes": modes, "hq_pct": f"{hq:.2f}", "kl": f"{kl:.4f}"}
 
@@ -470,7 +471,8 @@ def train(args):
             sampler = G if G_ema is None else standing_stats(G_ema, args, device)
             extra = end_of_epoch(args, sampler, fixed_z.to(device), epoch, out)
             if args.fid_every and channels and (epoch + 1) % args.fid_every == 0:
-                sample = lambda n: to_output(sampler(sample_noise(n, args.z_dim, args.noise, device)), args)
+                noise = lambda n: sample_noise(n, args.z_dim, args.noise, device)
+                sample = torch.no_grad()(lambda n: to_output(sampler(noise(n)), args))
                 extra["fid"] = f"{fid.fid_of_sampler(sample, args.fid_samples, data, fid_net):.3f}"
                 print(f"epoch {epoch + 1}: FID {extra['fid']} ({args.fid_samples} samples vs as many real)")
             G.train()

@@ -488,7 +488,8 @@ def train(args):
             sampler = G if G_ema is None else standing_stats(G_ema, args, device)
             extra = end_of_epoch(args, sampler, fixed_z.to(device), epoch, out)
             if args.fid_every and channels and (epoch + 1) % args.fid_every == 0:
-                sample = lambda n: to_output(sampler(sample_noise(n, args.z_dim, args.noise, device)), args)
+                noise = lambda n: sample_noise(n, args.z_dim, args.noise, device)
+                sample = torch.no_grad()(lambda n: to_output(sampler(noise(n)), args))
                 extra["fid"] = f"{fid.fid_of_sampler(sample, args.fid_samples, data, fid_net):.3f}"
                 print(f"epoch {epoch + 1}: FID {extra['fid']} ({args.fid_samples} samples vs as many real)")
             G.train()
