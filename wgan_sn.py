@@ -515,11 +515,10 @@ def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (
         x = torch.cat([to_output(G(noise(min(500, args.generate - i))), cargs).cpu()
                        for i in tqdm(range(0, args.generate, 500), "generating")])
     x = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).numpy()  # images as NHWC
-    Path(args.to).parent.mkdir(parents=True, exist_ok=True)
+    (Path(args.to).parent if args.to.endswith(".npz") else Path(args.to)).mkdir(parents=True, exist_ok=True)
     if args.to.endswith(".npz"):
         np.savez(args.to, x=x)
     else:
-        Path(args.to).mkdir(exist_ok=True)
         for i, img in enumerate(x):
             Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(f"{args.to}/{i:06d}.png")
     print(f"wrote {len(x)} samples {x.dtype} {x.shape} to {args.to}")
