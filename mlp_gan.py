@@ -183,7 +183,9 @@ def train_step(G, D, opt_G, opt_D, real, args, amp):
     """One D update on real vs G(z) (packed; + the R1 penalty), one non-saturating G update.
     Returns 0-d tensors (STEP_METRICS; loss_d without the penalty)."""
     n, device = len(real), real.device
-    done = int(next(iter(opt_D.state.values()), {"step": 0})["step"])  # D updates so far, also after --resume
+    if not hasattr(opt_D, "updates"):  # D updates so far, read once (also after --resume): no sync per step
+        opt_D.updates = int(next(iter(opt_D.state.values()), {"step": 0})["step"])
+    done = opt_D.updates
     if args.dataset in POINT_SETS and args.lr_decay_from < 1:  # both rates fall linearly to 0 at the end
         scale = min(1.0, (1 - done / (args.epochs * args.steps_per_epoch)) / (1 - args.lr_decay_from))
         for opt, lr in ((opt_G, args.lr_g), (opt_D, args.lr_d)):
@@ -204,6 +206,7 @@ def train_step(G, D, opt_G, opt_D, real, args, amp):
     opt_D.zero_grad(set_to_none=True)
     (loss_d + penalty).backward()
     opt_D.step()
+    opt_D.updates += 1
     z = sample_noise(n, args.z_dim, args.noise, device)
     with amp:
         loss_g = F.binary_cross_entropy_with_logits(D(G(z)), ones)
