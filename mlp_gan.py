@@ -34,7 +34,6 @@ POINT_SETS = ["grid25", "ring8"]
 STEP_METRICS = ["loss_d", "loss_g", "d_real", "d_fake"]  # what train_step() returns, in this order
 EPOCH_METRICS = ["modes", "hq_pct", "kl", "fid"]
 
-
 # --- shared: flags (the same code in every script: tests/test_shared_blocks.py) ---
 def common_flags(description, datasets):
     p = argparse.ArgumentParser(description=description,
@@ -102,7 +101,6 @@ def parse_args(argv=None):
         p.error(f"--batch-size {args.batch_size} must be a multiple of --pack {args.pack}")
     return args
 
-
 # --- 2-D data and mode metrics -------------------------------------------------------------------
 def mixture(name):
     """Mode centres (K, 2) and the standard deviation of each Gaussian."""
@@ -128,24 +126,18 @@ def mode_metrics(points, centres, std):
     kl = float((p[p > 0] * (p[p > 0] * len(centres)).log()).sum())
     return modes, 100.0 * hq.float().mean().item(), kl
 
-
 # --- Models -------------------------------------------------------------------------------------
-class MLPGenerator(nn.Module):
+class MLPGenerator(nn.Sequential):
     """z -> [Linear + ReLU] x depth -> Linear; Tanh for images (in [-1, 1]), none for 2-D points.
 
     ReLU, not LeakyReLU: units that switch fully off let G be flat inside a mode and steep between
     modes; with LeakyReLU(0.2) grid25 kept bridges of samples between modes."""
     def __init__(self, z_dim, out_dim, width=256, depth=3, tanh=True):
-        super().__init__()
         layers, d = [], z_dim
         for _ in range(depth):
             layers += [nn.Linear(d, width), nn.ReLU(True)]
             d = width
-        layers += [nn.Linear(d, out_dim)] + ([nn.Tanh()] if tanh else [])
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z):
-        return self.net(z)
+        super().__init__(*layers, nn.Linear(d, out_dim), *[nn.Tanh()] * tanh)
 
 class MLPDiscriminator(nn.Module):
     """x (packed: `pack` samples side by side) -> [Linear + LeakyReLU(0.2) (+ Dropout)] x depth -> a logit."""
@@ -168,7 +160,6 @@ def build(args, channels):
     return (MLPGenerator(args.z_dim, dim, args.g_width, args.depth, tanh=channels is not None),
             MLPDiscriminator(dim, args.d_width, args.depth, args.pack, args.d_dropout))
 
-
 # --- Training step ------------------------------------------------------------------------------
 def images_per_step(args):
     return args.batch_size
@@ -179,35 +170,30 @@ def r1_penalty(D, real, pack):
     grad, = torch.autograd.grad(D(real).sum(), real, create_graph=True)
     return grad.pow(2).sum() / (len(real) // pack)
 
-def train_step(G, D, opt_G, opt_D, real, args, amp):
+def train_step(G, D, opt_G, opt_D, real, args, amp, step):
     """One D update on real vs G(z) (packed; + the R1 penalty), one non-saturating G update.
     Returns 0-d tensors (STEP_METRICS; loss_d without the penalty)."""
     n, device = len(real), real.device
-    if not hasattr(opt_D, "updates"):  # D updates so far, read once (also after --resume): no sync per step
-        opt_D.updates = int(next(iter(opt_D.state.values()), {"step": 0})["step"])
-    done = opt_D.updates
     if args.dataset in POINT_SETS and args.lr_decay_from < 1:  # both rates fall linearly to 0 at the end
-        scale = min(1.0, (1 - done / (args.epochs * args.steps_per_epoch)) / (1 - args.lr_decay_from))
+        scale = min(1.0, (1 - step / (args.epochs * args.steps_per_epoch)) / (1 - args.lr_decay_from))
         for opt, lr in ((opt_G, args.lr_g), (opt_D, args.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr * scale
+            opt.param_groups[0]["lr"] = lr * scale
     m = n // args.pack  # D's batch: one logit per pack of samples
     real_target = torch.full((m,), 1.0 - args.label_smoothing, device=device)
     zeros, ones = torch.zeros(m, device=device), torch.ones(m, device=device)
-    z = sample_noise(n, args.z_dim, args.noise, device)
+    z = sample_noise(n, args, device)
     with amp:
         fake = G(z).detach()
         d_real, d_fake = D(real), D(fake)
         loss_d = F.binary_cross_entropy_with_logits(d_real, real_target) + \
             F.binary_cross_entropy_with_logits(d_fake, zeros)
     penalty = 0
-    if args.r1 and (done + 1) % args.r1_every == 0:  # lazy, scaled up to match (StyleGAN2)
+    if args.r1 and (step + 1) % args.r1_every == 0:  # lazy, scaled up to match (StyleGAN2)
         penalty = args.r1 * args.r1_every / 2 * r1_penalty(D, real, args.pack)
     opt_D.zero_grad(set_to_none=True)
     (loss_d + penalty).backward()
     opt_D.step()
-    opt_D.updates += 1
-    z = sample_noise(n, args.z_dim, args.noise, device)
+    z = sample_noise(n, args, device)
     with amp:
         loss_g = F.binary_cross_entropy_with_logits(D(G(z)), ones)
     opt_G.zero_grad(set_to_none=True)
@@ -215,7 +201,6 @@ def train_step(G, D, opt_G, opt_D, real, args, amp):
     opt_G.step()
     return [loss_d.detach(), loss_g.detach(), torch.sigmoid(d_real.detach().float()).mean(),
             torch.sigmoid(d_fake.detach().float()).mean()]
-
 
 # --- Data, samples and evaluation for this script ------------------------------------------------
 def load_data(args):
@@ -249,7 +234,7 @@ def end_of_epoch(args, G, fixed_z, epoch, out):
         save_progress_strip(out)
         return {}
     centres, std = mixture(args.dataset)
-    points = G(sample_noise(2500, args.z_dim, args.noise, fixed_z.device)).float().cpu()
+    points = G(sample_noise(2500, args, fixed_z.device)).float().cpu()
     modes, hq, kl = mode_metrics(points, centres, std)
     print(f"epoch {epoch + 1}: {modes}/{len(centres)} modes captured, {hq:.1f}% high quality, KL {kl:.3f}")
     scatter(points, centres, path, f"epoch {epoch + 1}: {modes} modes, {hq:.1f}% HQ")
@@ -270,18 +255,15 @@ def scatter(points, centres, path, title):
     fig.savefig(path, dpi=70)
     plt.close(fig)
 
-
 # --- shared: mnist (the same code in every script and fid.py) ---
-def load_mnist(dataset, data_dir, train=True, pad=False):
-    """MNIST or Fashion-MNIST as uint8 (N, 1, 28, 28); pad: 2 zero pixels a side (32x32, as DCGAN did)."""
+def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28); pad: to 32x32 with zeros
     from torchvision import datasets
     folder = "MNIST" if dataset == "mnist" else "FashionMNIST"
     try:  # uses the raw IDX files when they are there, downloads (md5-checked) when not
         x = getattr(datasets, folder)(data_dir, train=train, download=True).data[:, None]
-    except (RuntimeError, OSError) as e:
-        split = "train" if train else "t10k"
-        raise UsageError(f"{dataset}: expected {Path(data_dir) / folder}/raw/{split}-images-idx3-ubyte (and "
-                         f"labels); could not download it ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # offline, or corrupt files
+        raise UsageError(f"{dataset}: expected {Path(data_dir) / folder}/raw/{'train' if train else 't10k'}-"
+                         f"images-idx3-ubyte (and labels); no download ({type(e).__name__}: {e})") from None
     return F.pad(x, (2, 2, 2, 2)) if pad else x
 # --- end shared: mnist ---
 
@@ -304,18 +286,16 @@ def autocast(device, enabled):  # bf16 mixed precision where the device has it, 
             return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
-def sample_noise(n, z_dim, kind, device, generator=None):
-    if kind == "uniform":
-        return torch.rand(n, z_dim, generator=generator, device=device) * 2 - 1
-    return torch.randn(n, z_dim, generator=generator, device=device)
+def sample_noise(n, args, device, generator=None):  # n latent vectors: uniform in [-1, 1] or standard normal
+    if args.noise == "uniform":
+        return torch.rand(n, args.z_dim, generator=generator, device=device) * 2 - 1
+    return torch.randn(n, args.z_dim, generator=generator, device=device)
 
 def fit_images(x, image_size, channels=None):  # uint8 (N, C, H, W) in the run's --channels and --image-size
     if channels == 1 and x.shape[1] == 3:
         x = (x.float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, True).round().byte()
     x = x.expand(-1, channels or x.shape[1], -1, -1)
-    if x.shape[-1] != image_size:
-        x = TF.resize(x, [image_size, image_size], antialias=True)
-    return x.contiguous()
+    return TF.resize(x, [image_size, image_size], antialias=True).contiguous()  # a no-op at the same size
 
 def to_float(batch, device, hflip=False, jitter=0.0):  # uint8 -> [-1, 1] on the device, augmented per batch
     x = batch.to(device, non_blocking=True).float().div_(127.5).sub_(1)
@@ -328,19 +308,16 @@ def to_float(batch, device, hflip=False, jitter=0.0):  # uint8 -> [-1, 1] on the
     return x
 
 @torch.no_grad()
-def update_ema(ema, model, step, decay):
-    d = min(decay, (1 + step) / (10 + step))  # warm-up: short runs do not sample the random init
-    for e, m in zip(ema.parameters(), model.parameters()):
-        e.lerp_(m, 1 - d)
-    for e, m in zip(ema.buffers(), model.buffers()):
+def update_ema(ema, model, step, decay):  # a lower decay at first: short runs do not sample the random init
+    torch._foreach_lerp_([*ema.parameters()], [*model.parameters()], 1 - min(decay, (1 + step) / (10 + step)))
+    for e, m in zip(ema.buffers(), model.buffers()):  # BatchNorm's statistics as they are
         e.copy_(m)
 
 @torch.no_grad()
-def standing_stats(G, args, device, batches=16):
-    """The EMA generator's BatchNorm statistics from its own samples (as BigGAN): the live G's do not fit
-    the averaged weights while those move fast, which made early samples dark and uniform."""
+def standing_stats(G, args, device, batches=16):  # the EMA G's BatchNorm statistics from its own samples
+    # (as BigGAN): the live G's do not fit the averaged weights, which made early samples dark and uniform
     rng = torch.Generator(device).manual_seed(0)  # fixed noise; training's random stream stays untouched
-    z = [sample_noise(args.batch_size, args.z_dim, args.noise, device, rng) for _ in range(batches)]
+    z = [sample_noise(args.batch_size, args, device, rng) for _ in range(batches)]
     torch.optim.swa_utils.update_bn(z, G)
     return G
 
@@ -350,9 +327,7 @@ def atomic_save(obj, path):  # via a temporary file: a kill at any moment leaves
         os.fsync(f.fileno())
     os.replace(f"{path}.tmp", path)
 
-def load_checkpoint(path, args=None):
-    """Plain values and tensors only (weights_only=True), so a file cannot run code; on --resume (args)
-    the flags that shape the networks must match."""
+def load_checkpoint(path, args=None):  # weights_only: a file cannot run code; --resume: shapes must match
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
         script = ck["script"]
@@ -365,14 +340,12 @@ def load_checkpoint(path, args=None):
             raise UsageError(f"--resume: the checkpoint has --{k.replace('_', '-')} {ck['args'].get(k)}")
     return ck
 
-def plot_metrics(out):
-    """metrics.png: running means of the losses and of the other step values; the epoch values."""
+def plot_metrics(out):  # metrics.png: running means of the losses and of the other step values; epoch values
     import matplotlib.pyplot as plt
-    with open(out / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader((out / "metrics.csv").read_text().splitlines()))
     panels = [[c for c in STEP_METRICS if "loss" in c], [c for c in STEP_METRICS if "loss" not in c]]
     panels += [[c] for c in EPOCH_METRICS if any(r[c] for r in rows)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False, layout="tight")
     for ax, cols in zip(axes[0], panels):
         for c in cols:
             x, y = np.array([(float(r["step"]), float(r[c])) for r in rows if r[c]]).reshape(-1, 2).T
@@ -380,7 +353,6 @@ def plot_metrics(out):
             ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, "valid"), ".-"[k > 1], label=c)
         ax.set(xlabel="step")
         ax.legend()
-    fig.tight_layout()
     fig.savefig(out / "metrics.png", dpi=80)
     plt.close(fig)
 
@@ -423,28 +395,16 @@ def train(args):
         torch.set_rng_state(ck["rng"])
         print(f"resumed from {out / 'ckpt.pt'} at epoch {start_epoch + 1}, step {step}")
     G_fwd, D_fwd = (torch.compile(m) if args.compile else m for m in (G, D))
-    amp, pending, clock = autocast(device, args.amp), [], [time.perf_counter(), step]
-    fixed_z = sample_noise(64, args.z_dim, args.noise, "cpu", torch.Generator().manual_seed(args.seed + 1))
+    amp, pending, clock = autocast(device, args.amp), [], (time.perf_counter(), step)
+    fixed_z = sample_noise(64, args, "cpu", torch.Generator().manual_seed(args.seed + 1))
 
     def save(epoch, pos):  # ckpt.pt, then metrics.csv's rows up to it: no row is ever ahead of ckpt.pt
         state = {k: m and m.state_dict() for k, m in nets.items()}
         atomic_save(dict(state, script=SCRIPT, args=vars(args), channels=channels, step=step, epoch=epoch,
                          pos=pos, rng=torch.get_rng_state()), out / "ckpt.pt")
         with open(out / "metrics.csv", "w" if rows[:1] == [fields] else "a", newline="") as f:
-            csv.writer(f).writerows(rows)
+            csv.writer(f).writerows(row + [""] * (len(fields) - len(row)) for row in rows)
         rows.clear()
-
-    def flush(epoch):  # one device sync per --log-every steps, but a row for every step
-        values = torch.stack(pending).float().cpu()
-        if not values.isfinite().all():
-            kept = f"the last good checkpoint is {out / 'ckpt.pt'}" if (out / "ckpt.pt").exists() else "none"
-            raise FloatingPointError(f"a loss became NaN or infinite near step {step}; {kept} (lower lr?)")
-        speed = f"{(step - clock[1]) * per_step / (time.perf_counter() - clock[0]):.1f}"
-        rows.extend(["step", epoch + 1, step - len(values) + i, int(time.time()), *(f"{x:.5g}" for x in v),
-                     speed] + [""] * len(EPOCH_METRICS) for i, v in enumerate(values.tolist(), 1))
-        pending.clear()
-        clock[:] = time.perf_counter(), step
-        return dict(zip(STEP_METRICS + ["img_per_s"], [f"{x:.4g}" for x in values[-1].tolist()] + [speed]))
 
     def on_sigint(*_):  # Ctrl-C: stop after this step with a clean checkpoint; a second Ctrl-C quits at once
         if stop:
@@ -455,16 +415,25 @@ def train(args):
         for epoch in range(start_epoch, args.epochs):
             # Each epoch's order is a function of the seed and the epoch alone, so a resume needs only pos.
             perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed * 999 + epoch))
+            perm = perm.to(data.device)
             bar = tqdm(range(pos, steps_per_epoch), f"epoch {epoch + 1}/{args.epochs}", steps_per_epoch,
                        initial=pos, unit="step", dynamic_ncols=True)
             for pos in bar:
-                idx = perm[pos * per_step:(pos + 1) * per_step].to(data.device)
-                real = batch_to_float(data[idx], device, args)
-                pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp)))
+                real = batch_to_float(data[perm[pos * per_step:(pos + 1) * per_step]], device, args)
+                pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp, step)))
                 step += 1
                 G_ema is None or update_ema(G_ema, G, step, args.ema_decay)
                 if len(pending) >= args.log_every or stop or pos + 1 == steps_per_epoch:
-                    bar.set_postfix(flush(epoch))
+                    values = torch.stack(pending).float().cpu()  # a device sync per --log-every steps
+                    if not values.isfinite().all():
+                        kept = out / "ckpt.pt" if (out / "ckpt.pt").exists() else "none yet"
+                        raise FloatingPointError(f"a loss is NaN or infinite near step {step} (lower lr?); "
+                                                 f"last good checkpoint: {kept}")
+                    speed = f"{(step - clock[1]) * per_step / (time.perf_counter() - clock[0]):.1f}"
+                    rows += [["step", epoch + 1, i, int(time.time()), *map("{:.5g}".format, v), speed]
+                             for i, v in enumerate(values.tolist(), step - len(values) + 1)]  # a row a step
+                    bar.set_postfix(zip(STEP_METRICS + ["img_per_s"], rows[-1][4:]))  # the last step's values
+                    pending, clock = [], (time.perf_counter(), step)
                 if stop:
                     G_ema is None or standing_stats(G_ema, args, device)
                     save(epoch, pos + 1)  # mid-epoch: the place in this epoch's order too
@@ -474,13 +443,11 @@ def train(args):
             sampler = G if G_ema is None else standing_stats(G_ema, args, device)
             extra = end_of_epoch(args, sampler, fixed_z.to(device), epoch, out)
             if args.fid_every and channels and (epoch + 1) % args.fid_every == 0:
-                noise = lambda n: sample_noise(n, args.z_dim, args.noise, device)
-                sample = torch.no_grad()(lambda n: to_output(sampler(noise(n)), args))
+                sample = torch.no_grad()(lambda n: to_output(sampler(sample_noise(n, args, device)), args))
                 extra["fid"] = f"{fid.fid_of_sampler(sample, args.fid_samples, data, fid_net):.3f}"
                 print(f"epoch {epoch + 1}: FID {extra['fid']} ({args.fid_samples} samples vs as many real)")
             G.train()
-            extra.update(kind="epoch", epoch=epoch + 1, step=step, time=int(time.time()))
-            rows.append([extra.get(k, "") for k in fields])
+            rows.append(["epoch", epoch + 1, step, int(time.time())] + [extra.get(k, "") for k in fields[4:]])
             save(epoch + 1, 0)
             plot_metrics(out)
             pos = 0
@@ -488,6 +455,7 @@ def train(args):
         signal.signal(signal.SIGINT, old_handler)
     print(f"done: {step} steps; outputs in {out}/")
 
+@torch.no_grad()
 def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (.npz, key x) or PNG files
     if not args.to:
         raise UsageError("--generate needs --to FILE.npz or --to DIR/")
@@ -496,17 +464,15 @@ def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (
     G = build(cargs, ck["channels"])[0].to(device).eval()
     G.load_state_dict(ck["G_ema"] or ck["G"])
     torch.manual_seed(args.seed)
-    with torch.no_grad():
-        noise = lambda n: sample_noise(n, cargs.z_dim, cargs.noise, device)
-        x = torch.cat([to_output(G(noise(min(500, args.generate - i))), cargs).cpu()
-                       for i in tqdm(range(0, args.generate, 500), "generating")])
+    x = torch.cat([to_output(G(sample_noise(min(500, args.generate - i), cargs, device)), cargs).cpu()
+                   for i in tqdm(range(0, args.generate, 500), "generating")])
     x = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).numpy()  # images as NHWC
     (Path(args.to).parent if args.to.endswith(".npz") else Path(args.to)).mkdir(parents=True, exist_ok=True)
     if args.to.endswith(".npz"):
         np.savez(args.to, x=x)
     else:
         for i, img in enumerate(x):
-            Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(f"{args.to}/{i:06d}.png")
+            TF.to_pil_image(img).save(f"{args.to}/{i:06d}.png")
     print(f"wrote {len(x)} samples {x.dtype} {x.shape} to {args.to}")
 
 def main(argv=None):
@@ -514,14 +480,12 @@ def main(argv=None):
     args.out_dir = args.out_dir or f"out/{SCRIPT}-{args.dataset}"
     try:
         generate(args) if args.generate is not None else train(args)
-    except FloatingPointError as e:
-        sys.exit(print(f"stopped: {e}", file=sys.stderr) or 1)
-    except Exception as e:  # bad input, found here or in fid.py: one line and status 2
-        if type(e).__name__ != "UsageError":
+    except Exception as e:  # a NaN stop: status 1; bad input, found here or in fid.py: one line, status 2
+        code = {"FloatingPointError": 1, "UsageError": 2}.get(type(e).__name__)
+        if code is None:
             raise
-        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
+        sys.exit(print("stopped:" if code == 1 else "error:", *str(e).split(), file=sys.stderr) or code)
 # --- end shared: skeleton ---
-
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,7 @@ Fashion-MNIST (n_critic 1), 20 epochs: recognisable garments of every class. Mor
 Where to hack: a new loss in critic_loss() and train_step(); new networks in Generator and Critic (made
 in build()); a new dataset in load_images(). Below the '# --- shared' markers: the same code in every script.
 """
-import argparse, copy, csv, hashlib, math, os, pickle, signal, sys, time
+import argparse, copy, csv, hashlib, io, math, os, pickle, signal, sys, time
 from contextlib import nullcontext, suppress
 from pathlib import Path
 
@@ -30,7 +30,6 @@ from tqdm.auto import tqdm
 
 SCRIPT = "wgan_sn"
 STEP_METRICS = ["loss_d", "loss_g", "w_dist", "gp"]  # what train_step() returns, in this order
-
 
 # --- shared: flags (the same code in every script: tests/test_shared_blocks.py) ---
 def common_flags(description, datasets):
@@ -63,67 +62,49 @@ def common_flags(description, datasets):
     return p
 # --- end shared: flags ---
 
-
 # How hard the critic trains, by dataset: on CIFAR-10 one critic update per G step fell behind and G
 # collapsed in two epochs; on Fashion-MNIST the strong critic made G drop the shoes and bags. Flags win.
-CRITIC_DEFAULTS = {
-    "strong": dict(n_critic=5, beta1=0.0, beta2=0.9, g_batch_mult=2),  # cifar10, folder
-    "gentle": dict(n_critic=1, beta1=0.5, beta2=0.999, g_batch_mult=1),  # mnist, fashion-mnist
-}
+CRITIC_DEFAULTS = {"strong": dict(n_critic=5, beta1=0.0, beta2=0.9, g_batch_mult=2),  # cifar10, folder
+                   "gentle": dict(n_critic=1, beta1=0.5, beta2=0.999, g_batch_mult=1)}  # mnist, fashion-mnist
 
 def parse_args(argv=None):
     p = common_flags(__doc__.splitlines()[0], ["cifar10", "mnist", "fashion-mnist", "folder"])
+    a = p.add_argument
     # Hinge: with the plain Wasserstein loss this critic diverged; --loss wasserstein --gp 10 is stable.
-    p.add_argument("--loss", choices=["wasserstein", "hinge"], default="hinge")
-    p.add_argument("--gp", type=float, default=0.0, metavar="LAMBDA", help="WGAN-GP gradient penalty weight")
-    p.add_argument("--n-critic", type=int, default=argparse.SUPPRESS,
-                   help="critic updates per generator update (default 5 for cifar10 and folder, 1 for mnist "
-                        "and fashion-mnist; --beta1, --beta2, --g-batch-mult follow the same choice)")
-    p.add_argument("--g-batch-mult", type=int, default=argparse.SUPPRESS,
-                   help="generator batch = this x --batch-size")
-    p.add_argument("--lr-decay", type=int, default=0, metavar="STEPS",
-                   help="decay both learning rates linearly to 0 over STEPS generator updates (0 = constant)")
-    p.add_argument("--g-width", type=int, default=512, help="channels of G's 4x4 layer")
-    p.add_argument("--d-width", type=int, default=64, help="channels of the critic's first layer")
+    a("--loss", choices=["wasserstein", "hinge"], default="hinge")
+    a("--gp", type=float, default=0.0, metavar="LAMBDA", help="WGAN-GP gradient penalty weight")
+    a("--n-critic", type=int, default=argparse.SUPPRESS, help="critic updates per generator update (default 5"
+      " for cifar10 and folder, 1 for mnist and fashion-mnist; --beta1, --beta2, --g-batch-mult follow it)")
+    a("--g-batch-mult", type=int, default=argparse.SUPPRESS, help="generator batch = this x --batch-size")
+    a("--lr-decay", type=int, default=0, metavar="STEPS",
+      help="decay both learning rates linearly to 0 over STEPS generator updates (0 = constant)")
+    a("--g-width", type=int, default=512, help="channels of G's 4x4 layer")
+    a("--d-width", type=int, default=64, help="channels of the critic's first layer")
     # Uniform noise as in the SN-GAN paper; equal rates: a faster critic dropped Fashion-MNIST's shoes.
     p.set_defaults(noise="uniform", z_dim=128, lr_g=2e-4, lr_d=2e-4, beta1=None, beta2=None)
     args = p.parse_args(argv)
     recipe = CRITIC_DEFAULTS["gentle" if args.dataset in ("mnist", "fashion-mnist") else "strong"]
-    for key, value in recipe.items():
-        if getattr(args, key, None) is None:  # not given on the command line
-            setattr(args, key, value)
+    vars(args).update({k: v for k, v in recipe.items() if getattr(args, k, None) is None})  # flags win
     return args
 
-
 # --- Models -------------------------------------------------------------------------------------
-def n_doublings(image_size):
-    k = int(math.log2(max(image_size, 1))) - 2  # from 4x4 up to image_size
-    if not 16 <= image_size <= 128 or 2 ** (k + 2) != image_size:
+def n_doublings(image_size):  # from 4x4 up to image_size
+    if image_size not in (16, 32, 64, 128):
         raise UsageError(f"--image-size must be a power of two from 16 to 128, not {image_size}")
-    return k
+    return int(math.log2(image_size)) - 2
 
-class Generator(nn.Module):
-    """SN-GAN paper's generator: dense to 4x4xW, 4x4 stride-2 transposed convs + BN + ReLU, 3x3 conv, Tanh."""
+class Generator(nn.Sequential):  # SN-GAN's: dense to 4x4xW, [4x4 stride-2 transposed conv, BN, ReLU]s, conv
     def __init__(self, z_dim=128, image_size=32, channels=3, width=512):
-        super().__init__()
-        self.width = width
-        self.dense = nn.Linear(z_dim, 4 * 4 * width)
-        layers, ch = [nn.BatchNorm2d(width), nn.ReLU(True)], width
+        layers, ch = [nn.Linear(z_dim, 4 * 4 * width), nn.Unflatten(1, (width, 4, 4))], width
+        layers += [nn.BatchNorm2d(width), nn.ReLU(True)]
         for _ in range(n_doublings(image_size)):
             out = max(ch // 2, 32)
             layers += [nn.ConvTranspose2d(ch, out, 4, 2, 1), nn.BatchNorm2d(out), nn.ReLU(True)]
             ch = out
-        layers += [nn.Conv2d(ch, channels, 3, 1, 1), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
+        super().__init__(*layers, nn.Conv2d(ch, channels, 3, 1, 1), nn.Tanh())
 
-    def forward(self, z):
-        return self.net(self.dense(z).view(len(z), self.width, 4, 4))
-
-class Critic(nn.Module):
-    """SN-GAN paper's 'standard CNN' (Table 3): pairs of 3x3 stride-1 and 4x4 stride-2 convs,
-    64 -> 512 channels, LeakyReLU 0.1, a linear output; every layer spectrally normalised."""
+class Critic(nn.Sequential):  # SN-GAN's 'standard CNN': 3x3 and 4x4 stride-2 convs, LeakyReLU 0.1, all SN
     def __init__(self, image_size=32, channels=3, width=64):
-        super().__init__()
         act = lambda: nn.LeakyReLU(0.1, True)
         layers, ch = [], channels
         for i in range(n_doublings(image_size)):
@@ -132,25 +113,18 @@ class Critic(nn.Module):
                        spectral_norm(nn.Conv2d(w, w, 4, 2, 1)), act()]
             ch = w
         w = min(ch * 2, 512)
-        layers += [spectral_norm(nn.Conv2d(ch, w, 3, 1, 1)), act()]
-        self.net = nn.Sequential(*layers)
-        self.out = spectral_norm(nn.Linear(4 * 4 * w, 1))
+        layers += [spectral_norm(nn.Conv2d(ch, w, 3, 1, 1)), act(), nn.Flatten()]
+        super().__init__(*layers, spectral_norm(nn.Linear(4 * 4 * w, 1)), nn.Flatten(0))  # a value per image
 
-    def forward(self, x):
-        return self.out(self.net(x).flatten(1)).flatten()
-
-def build(args, channels):
-    """The two networks of a run, G and D, the critic (the loop moves them to the device)."""
+def build(args, channels):  # the two networks of a run, G and D (the loop moves them to the device)
     return (Generator(args.z_dim, args.image_size, channels, args.g_width),
             Critic(args.image_size, channels, args.d_width))
-
 
 # --- Training step ------------------------------------------------------------------------------
 def images_per_step(args):
     return args.batch_size * args.n_critic  # each critic update sees its own real batch
 
-def gradient_penalty(D, real, fake):
-    """WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2], one mixing coefficient and one gradient norm per sample."""
+def gradient_penalty(D, real, fake):  # WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2], x_hat between real and fake
     eps = torch.rand(len(real), *([1] * (real.dim() - 1)), device=real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     grad, = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
@@ -161,22 +135,18 @@ def critic_loss(d_real, d_fake, kind):
         return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
     return d_fake.mean() - d_real.mean()  # Wasserstein: the critic maximises E[D(x)] - E[D(G(z))]
 
-def train_step(G, D, opt_G, opt_D, reals, args, amp):
-    """--n-critic critic updates, then one generator update. Returns 0-d tensors (STEP_METRICS)."""
+def train_step(G, D, opt_G, opt_D, reals, args, amp, step):  # --n-critic critic updates, 1 G update
     n, device = args.batch_size, reals.device
-    if args.lr_decay:  # both learning rates fall linearly to 0 over --lr-decay generator updates
-        done = int(next(iter(opt_G.state.values()), {"step": 0})["step"])
+    if args.lr_decay:  # both learning rates fall linearly to 0 over --lr-decay generator updates (steps)
         for opt, lr in ((opt_G, args.lr_g), (opt_D, args.lr_d)):
-            for group in opt.param_groups:
-                group["lr"] = lr * max(0.0, 1 - done / args.lr_decay)
+            opt.param_groups[0]["lr"] = lr * max(0.0, 1 - step / args.lr_decay)
     gp = torch.zeros((), device=device)
     for real in reals.split(n):
-        z = sample_noise(n, args.z_dim, args.noise, device)
+        z = sample_noise(n, args, device)
         with amp:
             with torch.no_grad():  # the critic step needs no graph through G
                 fake = G(z)
-            # One critic pass over reals and fakes together: it has no BatchNorm, so this is the
-            # same as two passes, and cheaper.
+            # One critic pass over reals and fakes: it has no BatchNorm, so this equals two passes, cheaper.
             d_real, d_fake = D(torch.cat([real, fake.to(real.dtype)])).float().split(n)
             loss_d = critic_loss(d_real, d_fake, args.loss)
         if args.gp:  # in fp32: the penalty's double backward is sensitive to rounding
@@ -185,7 +155,7 @@ def train_step(G, D, opt_G, opt_D, reals, args, amp):
         opt_D.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_D.step()
-    z = sample_noise(n * args.g_batch_mult, args.z_dim, args.noise, device)
+    z = sample_noise(n * args.g_batch_mult, args, device)
     D.requires_grad_(False)  # the generator step needs no gradients for the critic's weights
     with amp:
         loss_g = -D(G(z)).float().mean()  # the same for both losses
@@ -195,18 +165,15 @@ def train_step(G, D, opt_G, opt_D, reals, args, amp):
     D.requires_grad_(True)
     return [loss_d.detach(), loss_g.detach(), (d_real.mean() - d_fake.mean()).detach(), gp.detach()]
 
-
 # --- shared: mnist (the same code in every script and fid.py) ---
-def load_mnist(dataset, data_dir, train=True, pad=False):
-    """MNIST or Fashion-MNIST as uint8 (N, 1, 28, 28); pad: 2 zero pixels a side (32x32, as DCGAN did)."""
+def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28); pad: to 32x32 with zeros
     from torchvision import datasets
     folder = "MNIST" if dataset == "mnist" else "FashionMNIST"
     try:  # uses the raw IDX files when they are there, downloads (md5-checked) when not
         x = getattr(datasets, folder)(data_dir, train=train, download=True).data[:, None]
-    except (RuntimeError, OSError) as e:
-        split = "train" if train else "t10k"
-        raise UsageError(f"{dataset}: expected {Path(data_dir) / folder}/raw/{split}-images-idx3-ubyte (and "
-                         f"labels); could not download it ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # offline, or corrupt files
+        raise UsageError(f"{dataset}: expected {Path(data_dir) / folder}/raw/{'train' if train else 't10k'}-"
+                         f"images-idx3-ubyte (and labels); no download ({type(e).__name__}: {e})") from None
     return F.pad(x, (2, 2, 2, 2)) if pad else x
 # --- end shared: mnist ---
 
@@ -214,45 +181,37 @@ def load_mnist(dataset, data_dir, train=True, pad=False):
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive, checked only on download
 
-class ArrayUnpickler(pickle.Unpickler):
-    """CIFAR's batches are pickles: allow only numpy arrays in them, so a file cannot run code."""
+class ArrayUnpickler(pickle.Unpickler):  # CIFAR's batches are pickles: numpy arrays only, no code
     def find_class(self, module, name):
         if module not in ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "_codecs") or \
                 name not in ("ndarray", "dtype", "_reconstruct", "encode"):  # encode: bytes in protocol 2
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
         return super().find_class(module, name)
 
-def load_cifar10(data_dir, train=True):
-    """uint8 (N, 3, 32, 32) from the python batches, read here: torchvision's loader wants their md5s."""
+def load_cifar10(data_dir, train=True):  # uint8 (N, 3, 32, 32); read here: torchvision's loader wants md5s
     folder = Path(data_dir) / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
     from torchvision.datasets.utils import download_and_extract_archive
     try:
         if not all((folder / n).is_file() for n in names):
             download_and_extract_archive(CIFAR_URL, str(data_dir), md5=CIFAR_MD5)
-    except (RuntimeError, OSError) as e:
-        raise UsageError(f"cifar10: expected {folder}/{{{','.join(names)}}}; could not download "
-                         f"{CIFAR_URL} ({str(e).splitlines()[0]})") from None
-    arrays = []
-    for n in names:
-        try:
-            with open(folder / n, "rb") as f:
-                arrays.append(ArrayUnpickler(f, encoding="latin1").load()["data"])
-        except Exception as e:
-            raise UsageError(f"cifar10: {folder / n} is not a CIFAR-10 python batch ({e})") from None
+        arrays = [ArrayUnpickler(io.BytesIO((folder / n).read_bytes()), encoding="latin1").load()["data"]
+                  for n in names]
+    except Exception as e:  # offline, or a file that is not a CIFAR-10 python batch
+        raise UsageError(f"cifar10: no CIFAR-10 python batches {folder}/{{{','.join(names)}}} and no "
+                         f"download of {CIFAR_URL} ({type(e).__name__}: {e})") from None
     return torch.from_numpy(np.concatenate(arrays).reshape(-1, 3, 32, 32))
 # --- end shared: cifar10 ---
 
 # --- shared: images (datasets, grids: the same code in dcgan.py and wgan_sn.py) ---
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
-def load_images(dataset, data_dir, image_size, channels=None, train=True):
-    """The whole dataset as one uint8 tensor (N, C, image_size, image_size), decoded once."""
+def load_images(dataset, data_dir, image_size, channels=None, train=True):  # all of it: uint8 (N, C, H, W)
     if dataset == "folder":
         return load_folder(data_dir, image_size, channels or 3)
-    pad = image_size != 28
-    x = load_cifar10(data_dir, train) if dataset == "cifar10" else load_mnist(dataset, data_dir, train, pad)
-    return fit_images(x, image_size, channels)
+    if dataset == "cifar10":
+        return fit_images(load_cifar10(data_dir, train), image_size, channels)
+    return fit_images(load_mnist(dataset, data_dir, train, pad=image_size != 28), image_size, channels)
 
 def load_folder(folder, image_size, channels):  # every image under folder, decoded once and cached there
     root = Path(folder)
@@ -318,18 +277,16 @@ def autocast(device, enabled):  # bf16 mixed precision where the device has it, 
             return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
-def sample_noise(n, z_dim, kind, device, generator=None):
-    if kind == "uniform":
-        return torch.rand(n, z_dim, generator=generator, device=device) * 2 - 1
-    return torch.randn(n, z_dim, generator=generator, device=device)
+def sample_noise(n, args, device, generator=None):  # n latent vectors: uniform in [-1, 1] or standard normal
+    if args.noise == "uniform":
+        return torch.rand(n, args.z_dim, generator=generator, device=device) * 2 - 1
+    return torch.randn(n, args.z_dim, generator=generator, device=device)
 
 def fit_images(x, image_size, channels=None):  # uint8 (N, C, H, W) in the run's --channels and --image-size
     if channels == 1 and x.shape[1] == 3:
         x = (x.float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, True).round().byte()
     x = x.expand(-1, channels or x.shape[1], -1, -1)
-    if x.shape[-1] != image_size:
-        x = TF.resize(x, [image_size, image_size], antialias=True)
-    return x.contiguous()
+    return TF.resize(x, [image_size, image_size], antialias=True).contiguous()  # a no-op at the same size
 
 def to_float(batch, device, hflip=False, jitter=0.0):  # uint8 -> [-1, 1] on the device, augmented per batch
     x = batch.to(device, non_blocking=True).float().div_(127.5).sub_(1)
@@ -342,19 +299,16 @@ def to_float(batch, device, hflip=False, jitter=0.0):  # uint8 -> [-1, 1] on the
     return x
 
 @torch.no_grad()
-def update_ema(ema, model, step, decay):
-    d = min(decay, (1 + step) / (10 + step))  # warm-up: short runs do not sample the random init
-    for e, m in zip(ema.parameters(), model.parameters()):
-        e.lerp_(m, 1 - d)
-    for e, m in zip(ema.buffers(), model.buffers()):
+def update_ema(ema, model, step, decay):  # a lower decay at first: short runs do not sample the random init
+    torch._foreach_lerp_([*ema.parameters()], [*model.parameters()], 1 - min(decay, (1 + step) / (10 + step)))
+    for e, m in zip(ema.buffers(), model.buffers()):  # BatchNorm's statistics as they are
         e.copy_(m)
 
 @torch.no_grad()
-def standing_stats(G, args, device, batches=16):
-    """The EMA generator's BatchNorm statistics from its own samples (as BigGAN): the live G's do not fit
-    the averaged weights while those move fast, which made early samples dark and uniform."""
+def standing_stats(G, args, device, batches=16):  # the EMA G's BatchNorm statistics from its own samples
+    # (as BigGAN): the live G's do not fit the averaged weights, which made early samples dark and uniform
     rng = torch.Generator(device).manual_seed(0)  # fixed noise; training's random stream stays untouched
-    z = [sample_noise(args.batch_size, args.z_dim, args.noise, device, rng) for _ in range(batches)]
+    z = [sample_noise(args.batch_size, args, device, rng) for _ in range(batches)]
     torch.optim.swa_utils.update_bn(z, G)
     return G
 
@@ -364,9 +318,7 @@ def atomic_save(obj, path):  # via a temporary file: a kill at any moment leaves
         os.fsync(f.fileno())
     os.replace(f"{path}.tmp", path)
 
-def load_checkpoint(path, args=None):
-    """Plain values and tensors only (weights_only=True), so a file cannot run code; on --resume (args)
-    the flags that shape the networks must match."""
+def load_checkpoint(path, args=None):  # weights_only: a file cannot run code; --resume: shapes must match
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
         script = ck["script"]
@@ -379,14 +331,12 @@ def load_checkpoint(path, args=None):
             raise UsageError(f"--resume: the checkpoint has --{k.replace('_', '-')} {ck['args'].get(k)}")
     return ck
 
-def plot_metrics(out):
-    """metrics.png: running means of the losses and of the other step values; the epoch values."""
+def plot_metrics(out):  # metrics.png: running means of the losses and of the other step values; epoch values
     import matplotlib.pyplot as plt
-    with open(out / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader((out / "metrics.csv").read_text().splitlines()))
     panels = [[c for c in STEP_METRICS if "loss" in c], [c for c in STEP_METRICS if "loss" not in c]]
     panels += [[c] for c in EPOCH_METRICS if any(r[c] for r in rows)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False, layout="tight")
     for ax, cols in zip(axes[0], panels):
         for c in cols:
             x, y = np.array([(float(r["step"]), float(r[c])) for r in rows if r[c]]).reshape(-1, 2).T
@@ -394,7 +344,6 @@ def plot_metrics(out):
             ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, "valid"), ".-"[k > 1], label=c)
         ax.set(xlabel="step")
         ax.legend()
-    fig.tight_layout()
     fig.savefig(out / "metrics.png", dpi=80)
     plt.close(fig)
 
@@ -437,28 +386,16 @@ def train(args):
         torch.set_rng_state(ck["rng"])
         print(f"resumed from {out / 'ckpt.pt'} at epoch {start_epoch + 1}, step {step}")
     G_fwd, D_fwd = (torch.compile(m) if args.compile else m for m in (G, D))
-    amp, pending, clock = autocast(device, args.amp), [], [time.perf_counter(), step]
-    fixed_z = sample_noise(64, args.z_dim, args.noise, "cpu", torch.Generator().manual_seed(args.seed + 1))
+    amp, pending, clock = autocast(device, args.amp), [], (time.perf_counter(), step)
+    fixed_z = sample_noise(64, args, "cpu", torch.Generator().manual_seed(args.seed + 1))
 
     def save(epoch, pos):  # ckpt.pt, then metrics.csv's rows up to it: no row is ever ahead of ckpt.pt
         state = {k: m and m.state_dict() for k, m in nets.items()}
         atomic_save(dict(state, script=SCRIPT, args=vars(args), channels=channels, step=step, epoch=epoch,
                          pos=pos, rng=torch.get_rng_state()), out / "ckpt.pt")
         with open(out / "metrics.csv", "w" if rows[:1] == [fields] else "a", newline="") as f:
-            csv.writer(f).writerows(rows)
+            csv.writer(f).writerows(row + [""] * (len(fields) - len(row)) for row in rows)
         rows.clear()
-
-    def flush(epoch):  # one device sync per --log-every steps, but a row for every step
-        values = torch.stack(pending).float().cpu()
-        if not values.isfinite().all():
-            kept = f"the last good checkpoint is {out / 'ckpt.pt'}" if (out / "ckpt.pt").exists() else "none"
-            raise FloatingPointError(f"a loss became NaN or infinite near step {step}; {kept} (lower lr?)")
-        speed = f"{(step - clock[1]) * per_step / (time.perf_counter() - clock[0]):.1f}"
-        rows.extend(["step", epoch + 1, step - len(values) + i, int(time.time()), *(f"{x:.5g}" for x in v),
-                     speed] + [""] * len(EPOCH_METRICS) for i, v in enumerate(values.tolist(), 1))
-        pending.clear()
-        clock[:] = time.perf_counter(), step
-        return dict(zip(STEP_METRICS + ["img_per_s"], [f"{x:.4g}" for x in values[-1].tolist()] + [speed]))
 
     def on_sigint(*_):  # Ctrl-C: stop after this step with a clean checkpoint; a second Ctrl-C quits at once
         if stop:
@@ -469,16 +406,25 @@ def train(args):
         for epoch in range(start_epoch, args.epochs):
             # Each epoch's order is a function of the seed and the epoch alone, so a resume needs only pos.
             perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed * 999 + epoch))
+            perm = perm.to(data.device)
             bar = tqdm(range(pos, steps_per_epoch), f"epoch {epoch + 1}/{args.epochs}", steps_per_epoch,
                        initial=pos, unit="step", dynamic_ncols=True)
             for pos in bar:
-                idx = perm[pos * per_step:(pos + 1) * per_step].to(data.device)
-                real = batch_to_float(data[idx], device, args)
-                pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp)))
+                real = batch_to_float(data[perm[pos * per_step:(pos + 1) * per_step]], device, args)
+                pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp, step)))
                 step += 1
                 G_ema is None or update_ema(G_ema, G, step, args.ema_decay)
                 if len(pending) >= args.log_every or stop or pos + 1 == steps_per_epoch:
-                    bar.set_postfix(flush(epoch))
+                    values = torch.stack(pending).float().cpu()  # a device sync per --log-every steps
+                    if not values.isfinite().all():
+                        kept = out / "ckpt.pt" if (out / "ckpt.pt").exists() else "none yet"
+                        raise FloatingPointError(f"a loss is NaN or infinite near step {step} (lower lr?); "
+                                                 f"last good checkpoint: {kept}")
+                    speed = f"{(step - clock[1]) * per_step / (time.perf_counter() - clock[0]):.1f}"
+                    rows += [["step", epoch + 1, i, int(time.time()), *map("{:.5g}".format, v), speed]
+                             for i, v in enumerate(values.tolist(), step - len(values) + 1)]  # a row a step
+                    bar.set_postfix(zip(STEP_METRICS + ["img_per_s"], rows[-1][4:]))  # the last step's values
+                    pending, clock = [], (time.perf_counter(), step)
                 if stop:
                     G_ema is None or standing_stats(G_ema, args, device)
                     save(epoch, pos + 1)  # mid-epoch: the place in this epoch's order too
@@ -488,13 +434,11 @@ def train(args):
             sampler = G if G_ema is None else standing_stats(G_ema, args, device)
             extra = end_of_epoch(args, sampler, fixed_z.to(device), epoch, out)
             if args.fid_every and channels and (epoch + 1) % args.fid_every == 0:
-                noise = lambda n: sample_noise(n, args.z_dim, args.noise, device)
-                sample = torch.no_grad()(lambda n: to_output(sampler(noise(n)), args))
+                sample = torch.no_grad()(lambda n: to_output(sampler(sample_noise(n, args, device)), args))
                 extra["fid"] = f"{fid.fid_of_sampler(sample, args.fid_samples, data, fid_net):.3f}"
                 print(f"epoch {epoch + 1}: FID {extra['fid']} ({args.fid_samples} samples vs as many real)")
             G.train()
-            extra.update(kind="epoch", epoch=epoch + 1, step=step, time=int(time.time()))
-            rows.append([extra.get(k, "") for k in fields])
+            rows.append(["epoch", epoch + 1, step, int(time.time())] + [extra.get(k, "") for k in fields[4:]])
             save(epoch + 1, 0)
             plot_metrics(out)
             pos = 0
@@ -502,6 +446,7 @@ def train(args):
         signal.signal(signal.SIGINT, old_handler)
     print(f"done: {step} steps; outputs in {out}/")
 
+@torch.no_grad()
 def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (.npz, key x) or PNG files
     if not args.to:
         raise UsageError("--generate needs --to FILE.npz or --to DIR/")
@@ -510,17 +455,15 @@ def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (
     G = build(cargs, ck["channels"])[0].to(device).eval()
     G.load_state_dict(ck["G_ema"] or ck["G"])
     torch.manual_seed(args.seed)
-    with torch.no_grad():
-        noise = lambda n: sample_noise(n, cargs.z_dim, cargs.noise, device)
-        x = torch.cat([to_output(G(noise(min(500, args.generate - i))), cargs).cpu()
-                       for i in tqdm(range(0, args.generate, 500), "generating")])
+    x = torch.cat([to_output(G(sample_noise(min(500, args.generate - i), cargs, device)), cargs).cpu()
+                   for i in tqdm(range(0, args.generate, 500), "generating")])
     x = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).numpy()  # images as NHWC
     (Path(args.to).parent if args.to.endswith(".npz") else Path(args.to)).mkdir(parents=True, exist_ok=True)
     if args.to.endswith(".npz"):
         np.savez(args.to, x=x)
     else:
         for i, img in enumerate(x):
-            Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(f"{args.to}/{i:06d}.png")
+            TF.to_pil_image(img).save(f"{args.to}/{i:06d}.png")
     print(f"wrote {len(x)} samples {x.dtype} {x.shape} to {args.to}")
 
 def main(argv=None):
@@ -528,14 +471,12 @@ def main(argv=None):
     args.out_dir = args.out_dir or f"out/{SCRIPT}-{args.dataset}"
     try:
         generate(args) if args.generate is not None else train(args)
-    except FloatingPointError as e:
-        sys.exit(print(f"stopped: {e}", file=sys.stderr) or 1)
-    except Exception as e:  # bad input, found here or in fid.py: one line and status 2
-        if type(e).__name__ != "UsageError":
+    except Exception as e:  # a NaN stop: status 1; bad input, found here or in fid.py: one line, status 2
+        code = {"FloatingPointError": 1, "UsageError": 2}.get(type(e).__name__)
+        if code is None:
             raise
-        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
+        sys.exit(print("stopped:" if code == 1 else "error:", *str(e).split(), file=sys.stderr) or code)
 # --- end shared: skeleton ---
-
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@ torchvision-style dataset with per-sample PIL transforms, a Sigmoid output and B
 same group as dcgan.py's own step at 64x64, batch 64, both including their data loading.
 """
 import copy
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -60,11 +61,13 @@ def script_step(module, argv, channels, device, data):
     data = data.to(device) if data is not None else None
     n = len(data) if data is not None else per_step
 
+    calls = itertools.count()
+
     def step():
         idx = torch.randint(n, (per_step,), device=device)
         batch = data[idx] if data is not None else torch.zeros(per_step, 0)
         real = module.batch_to_float(batch, device, args)
-        module.train_step(G, D, opt_G, opt_D, real, args, amp)
+        module.train_step(G, D, opt_G, opt_D, real, args, amp, next(calls))
         if G_ema is not None:
             module.update_ema(G_ema, G, 1000, args.ema_decay)
     return step, per_step

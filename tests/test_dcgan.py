@@ -64,14 +64,14 @@ def test_ema_warms_up_then_averages():
 def test_standing_stats_measure_the_ema_generators_own_batchnorm_statistics():
     args = dcgan.parse_args(["--batch-size", "8", "--z-dim", "4"])
     G = dcgan.Generator(4, 16, 1, 8).eval()
-    first_bn = G.net[1]
+    first_bn = G[2]
     first_bn.running_mean.fill_(100.0)  # statistics that do not fit the weights, as copied from another G
     rng_before = torch.get_rng_state()
     dcgan.standing_stats(G, args, CPU, batches=3)
     rng = torch.Generator().manual_seed(0)  # the same fixed noise the function draws
-    z = torch.cat([dcgan.sample_noise(8, 4, args.noise, CPU, rng) for _ in range(3)])
+    z = torch.cat([dcgan.sample_noise(8, args, CPU, rng) for _ in range(3)])
     with torch.no_grad():
-        pre_bn = G.net[0](z[:, :, None, None])
+        pre_bn = G[1](G[0](z))  # the first transposed conv
     assert torch.allclose(first_bn.running_mean, pre_bn.mean((0, 2, 3)), atol=1e-5)
     assert torch.equal(torch.get_rng_state(), rng_before)  # training's random stream is untouched
     assert not G.training and first_bn.momentum == 0.1

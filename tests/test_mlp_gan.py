@@ -71,8 +71,8 @@ def test_r1_every_k_applies_the_penalty_on_every_kth_d_update(monkeypatch):
     calls = []
     real_r1 = mlp_gan.r1_penalty
     monkeypatch.setattr(mlp_gan, "r1_penalty", lambda *a: calls.append(1) or real_r1(*a))
-    for _ in range(7):
-        step(mlp_gan, nets, mlp_gan.sample_mixture("grid25", 8, "cpu"), args, mlp_gan.autocast(torch.device("cpu"), False))
+    for n in range(7):
+        step(mlp_gan, nets, mlp_gan.sample_mixture("grid25", 8, "cpu"), args, mlp_gan.autocast(torch.device("cpu"), False), n)
     assert len(calls) == 2  # updates 3 and 6
 
 
