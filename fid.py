@@ -30,7 +30,6 @@ IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 class UsageError(Exception):
     """Bad input: main() prints it as one line and exits with status 2."""
 
-
 # --- The network ---------------------------------------------------------------------------------
 def _tf_pooled_blocks():
     """torchvision's Inception blocks with the TF graph's pooling in their pool branch."""
@@ -64,7 +63,6 @@ def _tf_pooled_blocks():
 
 class FIDInception(nn.Module):
     """TF Inception 2015-12-05: uint8-range images -> 2048-d pool features (and 1008 logits)."""
-
     def __init__(self):
         super().__init__()
         tv, A, C, E, avg_pool = _tf_pooled_blocks()
@@ -90,7 +88,6 @@ class FIDInception(nn.Module):
         x = self.blocks(x.contiguous(memory_format=torch.channels_last))
         features = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return (features, self.fc(features)) if logits else features
-
 
 # Module names in our network for the TorchScript port's names (NVIDIA's inception-2015-12-05.pt).
 _TS_STEM = {"conv": "0", "conv_1": "1", "conv_2": "2", "conv_3": "4", "conv_4": "5"}
@@ -194,11 +191,11 @@ def extract(net, images, batch_size=100, desc="Inception features"):
             for i in tqdm(range(0, len(images), batch_size), desc, unit="batch", dynamic_ncols=True)]
     return [torch.cat([o[k] for o in outs]).double().cpu().numpy() for k in (0, 1)]
 
-
 # --- The numbers ---------------------------------------------------------------------------------
-def statistics(features):
-    """Mean and covariance (float64) of (N, D) features; warns when N <= D (a rank-deficient covariance)."""
+def statistics(features):  # mean and covariance (float64) of (N, D) features
     f = np.asarray(features, dtype=np.float64)
+    if len(f) < 2:  # no covariance: sqrtm of NaNs would never return
+        raise UsageError(f"FID needs at least 2 images of each input, not {len(f)}")
     if len(f) <= f.shape[1]:
         warnings.warn(f"FID from {len(f)} samples of {f.shape[1]}-d features: a rank-deficient covariance "
                       "biases the estimate upwards; use more samples to compare", stacklevel=2)
@@ -211,6 +208,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     sigma1, sigma2 = (np.atleast_2d(s).astype(np.float64) for s in (sigma1, sigma2))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise UsageError(f"statistics of different sizes: {mu1.shape} and {mu2.shape}")
+    if not all(np.isfinite(a).all() for a in (mu1, mu2, sigma1, sigma2)):  # sqrtm would hang on them
+        raise UsageError("statistics that hold NaN or infinite values")
     diff = mu1 - mu2
     # No disp= argument: scipy 1.18 removed it, and without it every version returns the root alone.
     covmean = linalg.sqrtm(sigma1 @ sigma2)
@@ -244,7 +243,6 @@ def kernel_inception_distance(f1, f2, subsets=100, subset_size=1000, degree=3, c
         mmds.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
     return float(np.mean(mmds)), float(np.std(mmds))
 
-
 # --- Inputs and cached reference statistics ------------------------------------------------------
 # --- shared: mnist (the same code in every script and fid.py) ---
 def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28); pad: to 32x32 with zeros
@@ -257,7 +255,6 @@ def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28
                          f"images-idx3-ubyte (and labels); no download ({type(e).__name__}: {e})") from None
     return F.pad(x, (2, 2, 2, 2)) if pad else x
 # --- end shared: mnist ---
-
 
 # --- shared: cifar10 (the same code in dcgan.py, wgan_sn.py and fid.py) ---
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -285,15 +282,15 @@ def load_cifar10(data_dir, train=True):  # uint8 (N, 3, 32, 32); read here: torc
     return torch.from_numpy(np.concatenate(arrays).reshape(-1, 3, 32, 32))
 # --- end shared: cifar10 ---
 
-def load_folder(folder, image_size=None):
-    """Every readable image under folder as RGB uint8 (N, 3, S, S), shorter side resized to S and
-    centre-cropped; S is image_size, or the first image's shorter side."""
+def load_folder(folder, image_size=None):  # RGB uint8 (N, 3, S, S), S: image_size or the first image's side
     from PIL import Image
     from torchvision.transforms.v2.functional import center_crop, pil_to_tensor, resize
     images = []
     for p in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()):
         try:
             with Image.open(p) as im:
+                if im.mode.startswith("I"):  # 16-bit grayscale: to 8 bits without clipping at 255
+                    im = Image.fromarray((np.asarray(im) / 257).round().clip(0, 255).astype(np.uint8))
                 t = pil_to_tensor(im.convert("RGB"))
             image_size = image_size or min(t.shape[1:])
             images.append(center_crop(resize(t, image_size, antialias=True), [image_size, image_size]))
@@ -311,7 +308,10 @@ def load_input(spec, n=None, data_dir="data", image_size=None):
     """An input as ('images', uint8 NCHW tensor) or ('stats', (mu, sigma))."""
     p = Path(spec)
     if p.suffix == ".npz" and p.is_file():
-        z = np.load(p)
+        try:
+            z = dict(np.load(p))
+        except Exception as e:
+            raise UsageError(f"{spec}: not a readable .npz ({type(e).__name__}: {e})") from None
         if "mu" in z and "sigma" in z:
             return "stats", (z["mu"], z["sigma"])
         x = z.get("x", np.zeros(0))
@@ -330,9 +330,7 @@ def load_input(spec, n=None, data_dir="data", image_size=None):
         x = resize(x, [image_size, image_size], antialias=True)
     return "images", subset(x, n)
 
-def reference_stats(net, images, batch_size=100):
-    """Statistics of real uint8 images, cached by a fingerprint of the weights file and the exact images,
-    so that periodic FID during training pays only for the samples."""
+def reference_stats(net, images, batch_size=100):  # of real uint8 images, cached by weights file and images
     key = hashlib.sha1(f"{net.weights}|{os.path.getsize(net.weights)}|{tuple(images.shape)}".encode())
     key.update(images.numpy().tobytes())
     cache = Path(os.environ.get("FID_CACHE", Path.home() / ".cache" / "gan-fid"))
@@ -345,23 +343,26 @@ def reference_stats(net, images, batch_size=100):
     return np.load(path)["mu"], np.load(path)["sigma"]
 
 def fid_of_sampler(sample, n, real, net, batch_size=100):
-    """FID of n samples (sample(k) -> uint8 (k, C, H, W) on any device) against a fixed random subset of
-    n of the real uint8 images (N, C, H, W), which a training script hands over as it holds them."""
+    """FID of n samples (sample(k) -> uint8 (k, C, H, W)) against a fixed random subset of n real images."""
     mu_r, sigma_r = reference_stats(net, subset(real.cpu(), n), batch_size)
     fake = torch.cat([sample(min(batch_size, n - i)).cpu() for i in range(0, n, batch_size)])
     return frechet_distance(*statistics(extract(net, fake, batch_size, desc="FID samples")[0]), mu_r, sigma_r)
 
-
 # --- CLI -----------------------------------------------------------------------------------------
+def positive(text):  # an argparse type
+    if (n := int(text)) < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return n
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="A [B]", help="folder, .npz (images or stats), dataset:split")
-    p.add_argument("--n", type=int, default=None, help="use a fixed random subset of N images of each input")
-    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--n", type=positive, default=None, help="a fixed random subset of N images of each input")
+    p.add_argument("--batch-size", type=positive, default=100)
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--image-size", type=int, default=None, help="size to read datasets and folders at")
+    p.add_argument("--image-size", type=positive, default=None, help="size to read datasets and folders at")
     p.add_argument("--inception-weights", default=None, help="weights file (default: see the docstring)")
     p.add_argument("--save-stats", metavar="PATH", help="write mu and sigma of the (first) input to PATH.npz")
     p.add_argument("--is", dest="inception_score", action="store_true", help="also the Inception Score of A")
@@ -395,6 +396,7 @@ def main(argv=None):
                 feats.append(f)
             stats.append(x)
         if args.save_stats:
+            Path(args.save_stats).parent.mkdir(parents=True, exist_ok=True)
             np.savez(args.save_stats, mu=stats[0][0], sigma=stats[0][1])
             print(f"saved statistics of {args.inputs[0]} to {args.save_stats}")
         if len(stats) == 2:
@@ -403,9 +405,8 @@ def main(argv=None):
             print("KID: {:.6f} ± {:.6f}".format(*kernel_inception_distance(feats[0], feats[1])))
         print(f"({n_images} images through Inception in {time.time() - t0:.1f} s on {args.device}; "
               f"weights {net.weights})")
-    except UsageError as e:
-        sys.exit(print(f"error: {e}", file=sys.stderr) or 2)
-
+    except (UsageError, OSError) as e:  # bad input, an unwritable file: one line
+        sys.exit(print("error:", *str(e).split(), file=sys.stderr) or 2)
 
 if __name__ == "__main__":
     main()

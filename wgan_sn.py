@@ -32,31 +32,43 @@ SCRIPT = "wgan_sn"
 STEP_METRICS = ["loss_d", "loss_g", "w_dist", "gp"]  # what train_step() returns, in this order
 
 # --- shared: flags (the same code in every script: tests/test_shared_blocks.py) ---
+def number(kind, lo, hi=math.inf):  # an argparse type: a finite int or float from lo to hi
+    def parse(text):
+        if not (math.isfinite(value := kind(text)) and lo <= value <= hi):
+            raise argparse.ArgumentTypeError(f"{text} is not in [{lo}, {hi}]")
+        return value
+    parse.__name__ = kind.__name__  # argparse's message for a non-number: "invalid int value"
+    return parse
+
 def common_flags(description, datasets):
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     a = p.add_argument
     a("--dataset", default=datasets[0], choices=datasets)
     a("--data-dir", default="data", help="torchvision's root layout; with --dataset folder, the image folder")
-    a("--image-size", type=int, default=32, help="a power of two from 16 to 128")
+    a("--image-size", type=number(int, 8, 1024), default=32, help="side in pixels (conv nets: 16 to 128)")
     a("--channels", type=int, choices=[1, 3], default=None, help="1 = grayscale (default: the dataset's own)")
     a("--hflip", action="store_true", help="random horizontal flips")
-    a("--jitter", type=float, default=0.0, help="random brightness/contrast change up to this fraction")
-    for flag, default in [("--epochs", 20), ("--batch-size", 64), ("--z-dim", 100), ("--lr-g", 2e-4),
-                          ("--lr-d", 2e-4), ("--beta1", 0.5), ("--beta2", 0.999), ("--ema-decay", 0.999),
-                          ("--seed", 0)]:
-        a(flag, type=type(default), default=default)
+    a("--jitter", type=number(float, 0, 1), default=0.0, help="random brightness/contrast change up to this")
+    one, rate, beta = number(int, 1), number(float, 0, 10), number(float, 0, 0.9999)
+    for flag, default, kind in [("--epochs", 20, one), ("--batch-size", 64, one), ("--z-dim", 100, one),
+                                ("--lr-g", 2e-4, rate), ("--lr-d", 2e-4, rate), ("--beta1", 0.5, beta),
+                                ("--beta2", 0.999, beta), ("--ema-decay", 0.999, beta), ("--seed", 0, int)]:
+        a(flag, type=kind, default=default)
     a("--noise", choices=["normal", "uniform"], default="normal", help="latent distribution")
     a("--ema", action=argparse.BooleanOptionalAction, default=True, help="sample from an EMA of G's weights")
     a("--device", default="auto", help="auto picks cuda, then mps, then cpu")
     a("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast where supported")
     a("--compile", action="store_true", help="torch.compile the networks")
     a("--out-dir", default=None, help="default out/<script>-<dataset>")
-    a("--resume", action="store_true", help="continue from <out-dir>/ckpt.pt")
-    a("--log-every", type=int, default=50, help="steps between device syncs for logging")
-    a("--fid-every", type=int, default=0, help="measure FID every K epochs (0 = never)")
-    a("--fid-samples", type=int, default=5000, help="samples (and training images) per FID")
-    a("--generate", type=int, metavar="N", help="write N samples from --ckpt to --to, then exit")
+    a("--resume", action="store_true", help="continue from <out-dir>/ckpt.pt (learning rates, betas, epochs "
+      "and the other flags given now apply; those that shape the networks must match)")
+    a("--ckpt-every", type=number(float, 0), default=10.0, metavar="MINUTES",
+      help="a checkpoint every MINUTES of training too (0 = at epoch ends only); SIGTERM and Ctrl-C save one")
+    a("--log-every", type=one, default=50, help="steps between device syncs for logging")
+    a("--fid-every", type=number(int, 0), default=0, help="measure FID every K epochs (0 = never)")
+    a("--fid-samples", type=number(int, 2), default=5000, help="samples (and training images) per FID")
+    a("--generate", type=one, metavar="N", help="write N samples from --ckpt to --to, then exit")
     a("--ckpt", help="checkpoint for --generate (default <out-dir>/ckpt.pt)")
     a("--to", help="FILE.npz (uint8 NHWC, key x) or DIR/ of PNGs")
     return p
@@ -69,28 +81,28 @@ CRITIC_DEFAULTS = {"strong": dict(n_critic=5, beta1=0.0, beta2=0.9, g_batch_mult
 
 def parse_args(argv=None):
     p = common_flags(__doc__.splitlines()[0], ["cifar10", "mnist", "fashion-mnist", "folder"])
-    a = p.add_argument
+    a, one = p.add_argument, number(int, 1)
     # Hinge: with the plain Wasserstein loss this critic diverged; --loss wasserstein --gp 10 is stable.
     a("--loss", choices=["wasserstein", "hinge"], default="hinge")
-    a("--gp", type=float, default=0.0, metavar="LAMBDA", help="WGAN-GP gradient penalty weight")
-    a("--n-critic", type=int, default=argparse.SUPPRESS, help="critic updates per generator update (default 5"
+    a("--gp", type=number(float, 0), default=0.0, metavar="LAMBDA", help="WGAN-GP gradient penalty weight")
+    a("--n-critic", type=one, default=argparse.SUPPRESS, help="critic updates per generator update (default 5"
       " for cifar10 and folder, 1 for mnist and fashion-mnist; --beta1, --beta2, --g-batch-mult follow it)")
-    a("--g-batch-mult", type=int, default=argparse.SUPPRESS, help="generator batch = this x --batch-size")
-    a("--lr-decay", type=int, default=0, metavar="STEPS",
+    a("--g-batch-mult", type=one, default=argparse.SUPPRESS, help="generator batch = this x --batch-size")
+    a("--lr-decay", type=number(int, 0), default=0, metavar="STEPS",
       help="decay both learning rates linearly to 0 over STEPS generator updates (0 = constant)")
-    a("--g-width", type=int, default=512, help="channels of G's 4x4 layer")
-    a("--d-width", type=int, default=64, help="channels of the critic's first layer")
+    a("--g-width", type=one, default=512, help="channels of G's 4x4 layer")
+    a("--d-width", type=one, default=64, help="channels of the critic's first layer")
     # Uniform noise as in the SN-GAN paper; equal rates: a faster critic dropped Fashion-MNIST's shoes.
     p.set_defaults(noise="uniform", z_dim=128, lr_g=2e-4, lr_d=2e-4, beta1=None, beta2=None)
     args = p.parse_args(argv)
     recipe = CRITIC_DEFAULTS["gentle" if args.dataset in ("mnist", "fashion-mnist") else "strong"]
     vars(args).update({k: v for k, v in recipe.items() if getattr(args, k, None) is None})  # flags win
+    if args.generate is None and args.image_size not in (16, 32, 64, 128):
+        p.error(f"argument --image-size: {args.image_size} is not a power of two from 16 to 128")
     return args
 
 # --- Models -------------------------------------------------------------------------------------
-def n_doublings(image_size):  # from 4x4 up to image_size
-    if image_size not in (16, 32, 64, 128):
-        raise UsageError(f"--image-size must be a power of two from 16 to 128, not {image_size}")
+def n_doublings(image_size):  # from 4x4 up to image_size (16, 32, 64 or 128: checked in parse_args)
     return int(math.log2(image_size)) - 2
 
 class Generator(nn.Sequential):  # SN-GAN's: dense to 4x4xW, [4x4 stride-2 transposed conv, BN, ReLU]s, conv
@@ -227,6 +239,8 @@ def load_folder(folder, image_size, channels):  # every image under folder, deco
     for p in tqdm(files, "decoding images", unit="img", dynamic_ncols=True, disable=not files):
         try:
             with Image.open(p) as im:
+                if im.mode.startswith("I"):  # 16-bit grayscale: to 8 bits without clipping at 255
+                    im = Image.fromarray((np.asarray(im) / 257).round().clip(0, 255).astype(np.uint8))
                 if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:  # flatten onto white
                     im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im.convert("RGBA"))
                 t = TF.pil_to_tensor(im.convert("RGB" if channels == 3 else "L"))
@@ -237,7 +251,7 @@ def load_folder(folder, image_size, channels):  # every image under folder, deco
         print(f"warning: skipped {len(bad)} unreadable image(s): {', '.join(bad[:5])}", file=sys.stderr)
     if not images:
         raise UsageError(f"no usable images in {folder} (nested or flat {', '.join(sorted(IMAGE_EXTS))})")
-    with suppress(OSError):  # a read-only folder: no cache, decode again next time
+    with suppress(UsageError):  # a read-only folder: no cache, decode again next time
         atomic_save({"fingerprint": fingerprint, "images": torch.stack(images)}, cache)
     return torch.stack(images)
 
@@ -313,10 +327,28 @@ def standing_stats(G, args, device, batches=16):  # the EMA G's BatchNorm statis
     return G
 
 def atomic_save(obj, path):  # via a temporary file: a kill at any moment leaves the old file intact
-    with open(f"{path}.tmp", "wb") as f:
-        torch.save(obj, f)
-        os.fsync(f.fileno())
-    os.replace(f"{path}.tmp", path)
+    try:
+        with open(f"{path}.tmp", "wb") as f:
+            torch.save(obj, f)
+            os.fsync(f.fileno())
+        os.replace(f"{path}.tmp", path)
+    except (OSError, RuntimeError) as e:  # a full disk, a read-only folder: the old file stays, no .tmp
+        Path(f"{path}.tmp").unlink(missing_ok=True)
+        raise UsageError(f"could not write {path} ({type(e).__name__}: {e})") from None
+
+def lock_folder(out):  # one run per output folder: run.lock holds its PID; a dead run's lock is taken over
+    path = out / "run.lock"
+    while True:
+        with suppress(FileExistsError), open(path, "x") as f:  # "x": only one process can create it
+            f.write(str(os.getpid()))
+            return path
+        try:
+            pid = int(path.read_text())
+            os.name == "nt" or os.kill(pid, 0)  # signal 0 only asks if it lives (on Windows it is Ctrl-C)
+        except (ValueError, ProcessLookupError, FileNotFoundError):  # no PID, or no such process: stale
+            path.unlink(missing_ok=True)
+        else:
+            raise UsageError(f"{out} is in use by process {pid} (one run per folder; if none, delete {path})")
 
 def load_checkpoint(path, args=None):  # weights_only: a file cannot run code; --resume: shapes must match
     try:
@@ -326,7 +358,7 @@ def load_checkpoint(path, args=None):  # weights_only: a file cannot run code; -
         raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:80]})") from None
     if script != SCRIPT:
         raise UsageError(f"{path} was written by {script}.py; load it with that script")
-    for k in ("dataset", "image_size", "channels", "z_dim", "g_width", "d_width", "depth", "pack"):
+    for k in ("dataset", "image_size", "channels", "z_dim", "noise", "g_width", "d_width", "depth", "pack"):
         if hasattr(args, k) and ck["args"].get(k) != getattr(args, k):
             raise UsageError(f"--resume: the checkpoint has --{k.replace('_', '-')} {ck['args'].get(k)}")
     return ck
@@ -384,6 +416,8 @@ def train(args):
             raise UsageError(f"--resume: the checkpoint does not fit this model ({str(e)[:150]})") from None
         step, start_epoch, pos, rows = ck["step"], ck["epoch"], ck["pos"], []
         torch.set_rng_state(ck["rng"])
+        for opt, lr in ((opt_G, args.lr_g), (opt_D, args.lr_d)):  # the flags given now apply
+            opt.param_groups[0].update(lr=lr, betas=(args.beta1, args.beta2))
         print(f"resumed from {out / 'ckpt.pt'} at epoch {start_epoch + 1}, step {step}")
     G_fwd, D_fwd = (torch.compile(m) if args.compile else m for m in (G, D))
     amp, pending, clock = autocast(device, args.amp), [], (time.perf_counter(), step)
@@ -397,11 +431,13 @@ def train(args):
             csv.writer(f).writerows(row + [""] * (len(fields) - len(row)) for row in rows)
         rows.clear()
 
-    def on_sigint(*_):  # Ctrl-C: stop after this step with a clean checkpoint; a second Ctrl-C quits at once
+    def on_signal(signum, _):  # Ctrl-C or SIGTERM: a checkpoint after this step, then exit; a second one: now
         if stop:
             raise KeyboardInterrupt
-        stop.append(print("\nCtrl-C: saving a checkpoint after this step (again: quit)", file=sys.stderr))
-    stop, old_handler = [], signal.signal(signal.SIGINT, on_sigint)
+        stop.append(signum)
+        tqdm.write(f"{signal.Signals(signum).name}: saving a checkpoint after this step", file=sys.stderr)
+    stop, lock, next_save = [], lock_folder(out), time.monotonic() + 60 * (args.ckpt_every or math.inf)
+    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for epoch in range(start_epoch, args.epochs):
             # Each epoch's order is a function of the seed and the epoch alone, so a resume needs only pos.
@@ -414,7 +450,8 @@ def train(args):
                 pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp, step)))
                 step += 1
                 G_ema is None or update_ema(G_ema, G, step, args.ema_decay)
-                if len(pending) >= args.log_every or stop or pos + 1 == steps_per_epoch:
+                due = stop or time.monotonic() > next_save  # a signal, or a periodic checkpoint
+                if len(pending) >= args.log_every or due or pos + 1 == steps_per_epoch:
                     values = torch.stack(pending).float().cpu()  # a device sync per --log-every steps
                     if not values.isfinite().all():
                         kept = out / "ckpt.pt" if (out / "ckpt.pt").exists() else "none yet"
@@ -425,25 +462,33 @@ def train(args):
                              for i, v in enumerate(values.tolist(), step - len(values) + 1)]  # a row a step
                     bar.set_postfix(zip(STEP_METRICS + ["img_per_s"], rows[-1][4:]))  # the last step's values
                     pending, clock = [], (time.perf_counter(), step)
-                if stop:
+                if due:
                     G_ema is None or standing_stats(G_ema, args, device)
                     save(epoch, pos + 1)  # mid-epoch: the place in this epoch's order too
-                    print(f"saved {out / 'ckpt.pt'} at step {step}; --resume continues", file=sys.stderr)
-                    sys.exit(130)
+                    next_save = time.monotonic() + 60 * args.ckpt_every
+                    if stop:
+                        tqdm.write(f"saved {out}/ckpt.pt at step {step}; --resume continues", file=sys.stderr)
+                        sys.exit(128 + stop[0])
             G.eval()  # BatchNorm's running statistics: samples do not depend on the rest of their batch
             sampler = G if G_ema is None else standing_stats(G_ema, args, device)
             extra = end_of_epoch(args, sampler, fixed_z.to(device), epoch, out)
-            if args.fid_every and channels and (epoch + 1) % args.fid_every == 0:
-                sample = torch.no_grad()(lambda n: to_output(sampler(sample_noise(n, args, device)), args))
-                extra["fid"] = f"{fid.fid_of_sampler(sample, args.fid_samples, data, fid_net):.3f}"
-                print(f"epoch {epoch + 1}: FID {extra['fid']} ({args.fid_samples} samples vs as many real)")
-            G.train()
-            rows.append(["epoch", epoch + 1, step, int(time.time())] + [extra.get(k, "") for k in fields[4:]])
-            save(epoch + 1, 0)
+            sample = torch.no_grad()(lambda n: to_output(sampler(sample_noise(n, args, device)), args))
+            row = ["epoch", epoch + 1, step, int(time.time())]
+            try:
+                if args.fid_every and channels and (epoch + 1) % args.fid_every == 0:
+                    extra["fid"] = f"{fid.fid_of_sampler(sample, args.fid_samples, data, fid_net):.3f}"
+                    print(f"epoch {epoch + 1}: FID {extra['fid']} ({args.fid_samples} samples)")
+            except Exception as e:  # one line, after the epoch's checkpoint (finally)
+                raise UsageError(f"FID failed ({type(e).__name__}: {e}); --resume continues") from None
+            finally:
+                G.train()
+                rows.append(row + [extra.get(k, "") for k in fields[4:]])
+                save(epoch + 1, 0)
             plot_metrics(out)
             pos = 0
     finally:
-        signal.signal(signal.SIGINT, old_handler)
+        lock.unlink(missing_ok=True)
+        [signal.signal(s, handler) for s, handler in handlers.items()]
     print(f"done: {step} steps; outputs in {out}/")
 
 @torch.no_grad()
@@ -451,6 +496,8 @@ def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (
     if not args.to:
         raise UsageError("--generate needs --to FILE.npz or --to DIR/")
     ck = load_checkpoint(args.ckpt or Path(args.out_dir) / "ckpt.pt")
+    if ck["channels"] is None and not args.to.endswith(".npz"):
+        raise UsageError("2-D points go to an .npz file only: --to FILE.npz")
     cargs, device = argparse.Namespace(**ck["args"]), pick_device(args.device)
     G = build(cargs, ck["channels"])[0].to(device).eval()
     G.load_state_dict(ck["G_ema"] or ck["G"])
@@ -471,9 +518,9 @@ def main(argv=None):
     args.out_dir = args.out_dir or f"out/{SCRIPT}-{args.dataset}"
     try:
         generate(args) if args.generate is not None else train(args)
-    except Exception as e:  # a NaN stop: status 1; bad input, found here or in fid.py: one line, status 2
-        code = {"FloatingPointError": 1, "UsageError": 2}.get(type(e).__name__)
-        if code is None:
+    except Exception as e:  # a NaN stop: status 1; bad input or an OS error (here or in fid.py): status 2
+        code = {"FloatingPointError": 1, "UsageError": 2}.get(type(e).__name__, 2 * isinstance(e, OSError))
+        if not code:  # a bug: the traceback
             raise
         sys.exit(print("stopped:" if code == 1 else "error:", *str(e).split(), file=sys.stderr) or code)
 # --- end shared: skeleton ---
