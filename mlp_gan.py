@@ -304,8 +304,7 @@ def sample_noise(n, args, device, generator=None):  # n latent vectors: uniform 
 def fit_images(x, image_size, channels=None):  # uint8 (N, C, H, W) in the run's --channels and --image-size
     if channels == 1 and x.shape[1] == 3:
         x = (x.float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, True).round().byte()
-    x = x.expand(-1, channels or x.shape[1], -1, -1)
-    return TF.resize(x, [image_size, image_size], antialias=True).contiguous()  # a no-op at the same size
+    return TF.resize(x.expand(-1, channels or -1, -1, -1).contiguous(), [image_size] * 2, antialias=True)
 
 def to_float(batch, device, hflip=False, jitter=0.0):  # uint8 -> [-1, 1] on the device, augmented per batch
     x = batch.to(device, non_blocking=True).float().div_(127.5).sub_(1)
@@ -368,6 +367,12 @@ def load_checkpoint(path, args=None):  # weights_only: a file cannot run code; -
             raise UsageError(f"--resume: the checkpoint has --{k.replace('_', '-')} {ck['args'].get(k)}")
     return ck
 
+def load_states(ck, nets):  # a checkpoint's state dicts into nets (name: module or optimiser, or None)
+    try:
+        [m.load_state_dict(ck[k]) for k, m in nets.items() if m is not None and ck.get(k) is not None]
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise UsageError(f"the checkpoint does not fit this model ({str(e)[:150]})") from None
+
 def plot_metrics(out):  # metrics.png: running means of the losses and of the other step values; epoch values
     import matplotlib.pyplot as plt
     rows = list(csv.DictReader((out / "metrics.csv").read_text().splitlines()))
@@ -415,11 +420,9 @@ def train(args):
     step, start_epoch, pos, rows = 0, 0, 0, [fields]  # rows of metrics.csv, written with each checkpoint
     if args.resume:
         ck = load_checkpoint(out / "ckpt.pt", args)
-        try:
-            [m.load_state_dict(ck[k]) for k, m in nets.items() if m is not None and ck.get(k) is not None]
-        except (RuntimeError, KeyError, ValueError) as e:
-            raise UsageError(f"--resume: the checkpoint does not fit this model ({str(e)[:150]})") from None
-        step, start_epoch, pos, rows = ck["step"], ck["epoch"], ck["pos"], []
+        load_states(ck, nets)
+        step, start_epoch, pos = ck["step"], ck["epoch"], ck["pos"]
+        rows = [] if (out / "metrics.csv").is_file() else rows  # a deleted metrics.csv starts anew
         torch.set_rng_state(ck["rng"])
         for opt, lr in ((opt_G, args.lr_g), (opt_D, args.lr_d)):  # the flags given now apply
             opt.param_groups[0].update(lr=lr, betas=(args.beta1, args.beta2))
@@ -436,11 +439,10 @@ def train(args):
             csv.writer(f).writerows(row + [""] * (len(fields) - len(row)) for row in rows)
         rows.clear()
 
-    def on_signal(signum, _):  # Ctrl-C or SIGTERM: a checkpoint after this step, then exit; a second one: now
+    def on_signal(sig, _):  # Ctrl-C or SIGTERM: a checkpoint after this step, then exit; a second one: now
         if stop:
             raise KeyboardInterrupt
-        stop.append(signum)
-        tqdm.write(f"{signal.Signals(signum).name}: saving a checkpoint after this step", file=sys.stderr)
+        stop.append(tqdm.write(f"{signal.Signals(sig).name}: saving a checkpoint", file=sys.stderr) or sig)
     stop, lock, next_save = [], lock_folder(out), time.monotonic() + 60 * (args.ckpt_every or math.inf)
     handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -498,14 +500,12 @@ def train(args):
 
 @torch.no_grad()
 def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (.npz, key x) or PNG files
-    if not args.to:
-        raise UsageError("--generate needs --to FILE.npz or --to DIR/")
     ck = load_checkpoint(args.ckpt or Path(args.out_dir) / "ckpt.pt")
-    if ck["channels"] is None and not args.to.endswith(".npz"):
-        raise UsageError("2-D points go to an .npz file only: --to FILE.npz")
+    if not args.to or (ck["channels"] is None and not args.to.endswith(".npz")):  # 2-D points: .npz only
+        raise UsageError("--generate needs --to FILE.npz or --to DIR/ (for 2-D points: FILE.npz)")
     cargs, device = argparse.Namespace(**ck["args"]), pick_device(args.device)
     G = build(cargs, ck["channels"])[0].to(device).eval()
-    G.load_state_dict(ck["G_ema"] or ck["G"])
+    load_states(ck, {"G_ema" if ck["G_ema"] else "G": G})
     torch.manual_seed(args.seed)
     x = torch.cat([to_output(G(sample_noise(min(500, args.generate - i), cargs, device)), cargs).cpu()
                    for i in tqdm(range(0, args.generate, 500), "generating")])

@@ -103,7 +103,9 @@ def test_one_run_per_folder_and_a_dead_runs_lock_is_taken_over(run, tmp_path, ca
 
 def test_resume_applies_the_optimiser_flags_given_and_refuses_a_new_noise(run, tmp_path, capsys):
     run("--epochs", "1")
+    (tmp_path / "run" / "metrics.csv").unlink()  # deleted by hand: it starts anew, with its header
     run("--epochs", "2", "--resume", "--lr-d", "1e-5", "--beta1", "0.3")
+    assert steps_in_metrics(tmp_path / "run") == [5, 6, 7, 8]
     ck = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert ck["args"]["lr_d"] == 1e-5 and ck["opt_D"]["param_groups"][0]["lr"] == 1e-5
     assert ck["opt_G"]["param_groups"][0]["betas"] == (0.3, 0.999) and ck["epoch"] == 2
@@ -144,6 +146,11 @@ def test_bad_files_and_folders_are_one_line_and_harm_nothing(run, mnist_dir, tmp
     assert ".npz" in fails(capsys, lambda: mlp_gan.main(["--generate", "4", "--ckpt", str(points / "ckpt.pt"),
                                                           "--to", str(tmp_path / "pngs")]))
     assert ckpt.read_bytes() == before and not (tmp_path / "pngs").exists()
+    old = torch.load(ckpt, weights_only=True)  # as from an older version: other module names
+    old["G_ema"] = {f"net.{k}": v for k, v in old["G_ema"].items()}
+    torch.save(old, tmp_path / "old.pt")
+    assert "does not fit" in fails(capsys, lambda: dcgan.main(["--generate", "2", "--ckpt", str(tmp_path / "old.pt"),
+                                                                "--to", str(tmp_path / "x.npz")]))
 
 
 def test_a_full_disk_keeps_the_old_checkpoint_and_leaves_no_temporary_file(tmp_path, monkeypatch):
