@@ -368,8 +368,8 @@ def train(args):
     (out / "samples").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     data, per_step = load_data(args), images_per_step(args)
-    channels, steps_per_epoch = (data.shape[1] if data.dim() == 4 else None), len(data) // per_step
-    if steps_per_epoch == 0:  # an epoch's partial last batch is dropped: BatchNorm wants full ones
+    channels, args.steps_per_epoch = (data.shape[1] if data.dim() == 4 else None), len(data) // per_step
+    if args.steps_per_epoch == 0:  # an epoch's partial last batch is dropped: BatchNorm wants full ones
         raise UsageError(f"the dataset has {len(data)} examples, fewer than the {per_step} one step needs")
     if args.fid_every and channels:  # the Inception weights first: missing ones are an error before any work
         import fid
@@ -415,15 +415,15 @@ def train(args):
             # Each epoch's order is a function of the seed and the epoch alone, so a resume needs only pos.
             perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed * 999 + epoch))
             perm = perm.to(data.device)
-            bar = tqdm(range(pos, steps_per_epoch), f"epoch {epoch + 1}/{args.epochs}", steps_per_epoch,
-                       initial=pos, unit="step", dynamic_ncols=True)
+            bar = tqdm(range(pos, args.steps_per_epoch), f"epoch {epoch + 1}/{args.epochs}",
+                       total=args.steps_per_epoch, initial=pos, unit="step", dynamic_ncols=True)
             for pos in bar:
                 real = batch_to_float(data[perm[pos * per_step:(pos + 1) * per_step]], device, args)
                 pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp, step)))
                 step += 1
                 G_ema is None or update_ema(G_ema, G, step, args.ema_decay)
                 due = stop or time.monotonic() > next_save  # a signal, or a periodic checkpoint
-                if len(pending) >= args.log_every or due or pos + 1 == steps_per_epoch:
+                if len(pending) >= args.log_every or due or pos + 1 == args.steps_per_epoch:
                     values = torch.stack(pending).float().cpu()  # a device sync per --log-every steps
                     if not values.isfinite().all():
                         kept = out / "ckpt.pt" if (out / "ckpt.pt").exists() else "none yet"

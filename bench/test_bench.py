@@ -60,6 +60,7 @@ def script_step(module, argv, channels, device, data):
     per_step = module.images_per_step(args)
     data = data.to(device) if data is not None else None
     n = len(data) if data is not None else per_step
+    vars(args).setdefault("steps_per_epoch", n // per_step)  # as train() sets it (wgan_sn's lr decay reads it)
 
     calls = itertools.count()
 

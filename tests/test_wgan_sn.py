@@ -46,7 +46,8 @@ def test_gradient_penalty_of_a_linear_critic():
 @pytest.mark.parametrize("loss,gp", [("wasserstein", 0.0), ("hinge", 0.0), ("wasserstein", 10.0)])
 def test_one_step_updates_both_networks(loss, gp):
     args = wgan_sn.parse_args(["--batch-size", "4", "--g-width", "32", "--d-width", "8", "--loss", loss,
-                               "--gp", str(gp), "--image-size", "16", "--lr-decay", "100"])
+                               "--gp", str(gp), "--image-size", "16"])
+    args.steps_per_epoch = 50  # train() sets it; the cifar10 default decays the learning rates over the run
     nets = make_nets(wgan_sn, args, 3)
     # (The critic's output bias gets no gradient from a difference of means, under either loss's
     # generator term, so only the Wasserstein critic loss leaves it fixed; it is left out here.)
@@ -58,18 +59,44 @@ def test_one_step_updates_both_networks(loss, gp):
         assert all(not torch.equal(a, b) for a, b in zip(before[k], params(k))), k
 
 
-def test_critic_defaults_follow_the_dataset_and_flags_win():
+def test_recipe_follows_the_dataset_and_flags_win():
+    keys = lambda a: (a.n_critic, a.beta1, a.beta2, a.g_batch_mult, a.lr_decay, a.init_std, a.g_width, a.d_width)
     rgb, gray = wgan_sn.parse_args(["--dataset", "cifar10"]), wgan_sn.parse_args(["--dataset", "fashion-mnist"])
-    assert (rgb.n_critic, rgb.beta1, rgb.beta2, rgb.g_batch_mult) == (5, 0.0, 0.9, 2)
-    assert (gray.n_critic, gray.beta1, gray.beta2, gray.g_batch_mult) == (1, 0.5, 0.999, 1)
-    mixed = wgan_sn.parse_args(["--dataset", "cifar10", "--n-critic", "1", "--beta1", "0.5"])
-    assert (mixed.n_critic, mixed.beta1, mixed.beta2, mixed.g_batch_mult) == (1, 0.5, 0.9, 2)
+    assert keys(rgb) == (1, 0.0, 0.9, 2, True, 0.02, 256, 32)
+    assert keys(gray) == (1, 0.5, 0.999, 1, False, 0, 512, 64)
+    mixed = wgan_sn.parse_args(["--dataset", "cifar10", "--beta1", "0.5", "--no-lr-decay", "--init-std", "0"])
+    assert keys(mixed) == (1, 0.5, 0.9, 2, False, 0, 256, 32)
     assert wgan_sn.parse_args(["--dataset", "mnist", "--beta2", "0.99"]).beta2 == 0.99
+
+
+def test_init_std_sets_every_weight_of_both_networks():
+    torch.manual_seed(0)
+    G, D = wgan_sn.build(wgan_sn.parse_args(["--init-std", "0.02"]), 3)
+    layers = [m for m in (*G, *D) if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert len(layers) == 5 + 8
+    for m in layers:  # the critic's raw weight is the parameter that spectral norm divides
+        w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
+        assert w.std().item() == pytest.approx(0.02, rel=0.1) and not m.bias.any()
+    torch.manual_seed(0)
+    default = wgan_sn.build(wgan_sn.parse_args(["--init-std", "0"]), 3)[1]
+    assert default[0].parametrizations.weight.original.std().item() > 0.1  # torch's kaiming-uniform for 3x3x3
+
+
+def test_lr_decay_falls_linearly_to_zero_over_the_run():
+    args = wgan_sn.parse_args(["--batch-size", "2", "--g-width", "32", "--d-width", "8", "--image-size", "16",
+                               "--epochs", "2"])
+    args.steps_per_epoch = 5
+    nets = make_nets(wgan_sn, args, 1)
+    lrs = []
+    for n in (0, 5, 10):
+        step(wgan_sn, nets, torch.rand(2, 1, 16, 16), args, wgan_sn.autocast(CPU, False), n)
+        lrs.append([nets[k].param_groups[0]["lr"] for k in ("opt_G", "opt_D")])
+    assert lrs == [[2e-4, 2e-4], [1e-4, 1e-4], [0.0, 0.0]]
 
 
 def test_n_critic_5_does_five_critic_steps_per_generator_step():
     args = wgan_sn.parse_args(["--batch-size", "2", "--g-width", "32", "--d-width", "8", "--n-critic", "5",
-                               "--image-size", "16", "--g-batch-mult", "2"])
+                               "--image-size", "16", "--g-batch-mult", "2", "--no-lr-decay"])
     assert wgan_sn.images_per_step(args) == 10
     nets = make_nets(wgan_sn, args, 1)
     seen = []  # batch sizes of the critic's forward passes
@@ -96,8 +123,8 @@ def test_cli_end_to_end(cifar_dir, tmp_path):
     for name in ("metrics.csv", "metrics.png", "progress.png", "ckpt.pt", "samples/epoch_002.png"):
         assert (out / name).is_file(), name
     steps = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["kind"] == "step"]
-    # 80 fixture images, 5 critic batches of 8 per generator step (the cifar10 default): 2 steps an epoch
-    assert len(steps) == 4 and all(float(r["gp"]) > 0 for r in steps)
+    # 80 fixture images, 1 critic batch of 8 per generator step (the cifar10 default): 10 steps an epoch
+    assert len(steps) == 20 and all(float(r["gp"]) > 0 for r in steps)
     r = subprocess.run([sys.executable, str(ROOT / "wgan_sn.py"), "--generate", "5", "--ckpt", str(out / "ckpt.pt"),
                         "--to", str(tmp_path / "s.npz")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
