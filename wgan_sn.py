@@ -92,12 +92,13 @@ def parse_args(argv=None):
     a("--n-critic", type=one, default=1, help="critic updates per generator update")
     for flag, how, text in [  # unset, these follow the dataset (RECIPES)
             ("--g-batch-mult", dict(type=one), "generator batch = this x --batch-size"),
-            ("--lr-decay", dict(action=argparse.BooleanOptionalAction), "both lrs fall linearly to 0 over the run"),
-            ("--init-std", dict(type=number(float, 0), metavar="S"), "N(0, S) weights, zero biases (0: torch's)"),
+            ("--lr-decay", dict(action=argparse.BooleanOptionalAction), "lr falls linearly to 0 in the run"),
+            ("--init-std", dict(type=number(float, 0), metavar="S"), "N(0, S) weights, 0 biases; 0: torch's"),
             ("--g-width", dict(type=one), "channels of G's 4x4 layer"),
             ("--d-width", dict(type=one), "channels of the critic's first layer")]:
         sngan, gentle = (RECIPES[r][flag[2:].replace("-", "_")] for r in ("sngan", "gentle"))
-        a(flag, **how, default=argparse.SUPPRESS, help=f"{text} (default {sngan}; {gentle} for mnist, fashion-mnist)")
+        a(flag, **how, default=argparse.SUPPRESS, help=f"{text} (default {sngan}; on mnist and fashion-mnist "
+          f"{gentle})")
     # Uniform noise as in the SN-GAN paper; equal rates: a faster critic dropped Fashion-MNIST's shoes.
     p.set_defaults(noise="uniform", z_dim=128, lr_g=2e-4, lr_d=2e-4, beta1=None, beta2=None)
     args = p.parse_args(argv)
@@ -138,7 +139,7 @@ def build(args, channels):  # the two networks of a run, G and D (the loop moves
     nets = (Generator(args.z_dim, args.image_size, channels, args.g_width),
             Critic(args.image_size, channels, args.d_width))
     for m in [m for m in (*nets[0], *nets[1]) if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]:
-        if getattr(args, "init_std", 0):  # (older checkpoints lack it; spectral norm adapts to the new weights)
+        if getattr(args, "init_std", 0):  # (not in older checkpoints; spectral norm adapts to new weights)
             w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
             nn.init.normal_(w, 0, args.init_std), nn.init.zeros_(m.bias)
     return nets
