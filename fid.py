@@ -363,7 +363,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--image-size", type=positive, default=None, help="size to read datasets and folders at")
-    p.add_argument("--inception-weights", default=None, help="a weights file (%(default)s: found as the docstring says)")
+    p.add_argument("--inception-weights", default=None, help="weights file (%(default)s: see the docstring)")
     p.add_argument("--save-stats", metavar="PATH", help="write mu and sigma of the (first) input to PATH.npz")
     p.add_argument("--is", dest="inception_score", action="store_true", help="also the Inception Score of A")
     p.add_argument("--kid", action="store_true", help="also the Kernel Inception Distance")
