@@ -60,12 +60,14 @@ def test_one_step_updates_both_networks(loss, gp):
 
 
 def test_recipe_follows_the_dataset_and_flags_win():
-    keys = lambda a: (a.n_critic, a.beta1, a.beta2, a.g_batch_mult, a.lr_decay, a.init_std, a.g_width, a.d_width)
+    keys = lambda a: (a.n_critic, a.beta1, a.beta2, a.g_batch_mult, a.lr_decay, a.init_std, a.g_width, a.d_width,
+                      a.batch_size)
     rgb, gray = wgan_sn.parse_args(["--dataset", "cifar10"]), wgan_sn.parse_args(["--dataset", "fashion-mnist"])
-    assert keys(rgb) == (1, 0.0, 0.9, 2, True, 0.02, 256, 32)
-    assert keys(gray) == (1, 0.5, 0.999, 1, False, 0, 512, 64)
-    mixed = wgan_sn.parse_args(["--dataset", "cifar10", "--beta1", "0.5", "--no-lr-decay", "--init-std", "0"])
-    assert keys(mixed) == (1, 0.5, 0.9, 2, False, 0, 256, 32)
+    assert keys(rgb) == (1, 0.0, 0.9, 2, True, 0.02, 256, 32, 32)
+    assert keys(gray) == (1, 0.5, 0.999, 1, False, 0, 512, 64, 64)
+    mixed = wgan_sn.parse_args(["--dataset", "cifar10", "--beta1", "0.5", "--no-lr-decay", "--init-std", "0",
+                                "--batch-size", "64"])
+    assert keys(mixed) == (1, 0.5, 0.9, 2, False, 0, 256, 32, 64)
     assert wgan_sn.parse_args(["--dataset", "mnist", "--beta2", "0.99"]).beta2 == 0.99
 
 
