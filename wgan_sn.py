@@ -91,20 +91,17 @@ def parse_args(argv=None):
     a("--loss", choices=["wasserstein", "hinge"], default="hinge")
     a("--gp", type=number(float, 0), default=0.0, metavar="LAMBDA", help="WGAN-GP gradient penalty weight")
     a("--n-critic", type=one, default=1, help="critic updates per generator update")
-    for flag, how, text in [  # unset, these follow the dataset (RECIPES)
+    for flag, how, text in [  # unset, these follow the dataset (RECIPES, listed in --help's epilog)
             ("--g-batch-mult", dict(type=one), "generator batch = this x --batch-size"),
             ("--lr-decay", dict(action=argparse.BooleanOptionalAction), "lr falls linearly to 0 in the run"),
             ("--init-std", dict(type=number(float, 0), metavar="S"), "N(0, S) weights, 0 biases; 0: torch's"),
             ("--g-width", dict(type=one), "channels of G's 4x4 layer"),
             ("--d-width", dict(type=one), "channels of the critic's first layer")]:
-        sngan, gentle = (RECIPES[r][flag[2:].replace("-", "_")] for r in ("sngan", "gentle"))
-        a(flag, **how, default=argparse.SUPPRESS, help=f"{text} (default {sngan}; on mnist and fashion-mnist "
-          f"{gentle})")
+        a(flag, **how, default=argparse.SUPPRESS, help=text)
     # Uniform noise as in the SN-GAN paper; equal rates: a faster critic dropped Fashion-MNIST's shoes.
     p.set_defaults(noise="uniform", z_dim=128, lr_g=2e-4, lr_d=2e-4, beta1=None, beta2=None, batch_size=None)
-    sets = [[RECIPES[r][k] for k in ("batch_size", "beta1", "beta2")] for r in ("sngan", "gentle")]
-    p.epilog = "Unset, --batch-size, --beta1, --beta2 follow the dataset too: {}, {}, {} for cifar10 and " \
-        "folder; {}, {}, {} for mnist and fashion-mnist.".format(*sets[0], *sets[1])
+    p.epilog = f"Unset, these follow the dataset: cifar10 and folder {RECIPES['sngan']}; mnist and " \
+        f"fashion-mnist {RECIPES['gentle']}."
     args = p.parse_args(argv)
     recipe = RECIPES["gentle" if args.dataset in ("mnist", "fashion-mnist") else "sngan"]
     vars(args).update({k: v for k, v in recipe.items() if getattr(args, k, None) is None})  # flags win
@@ -142,8 +139,8 @@ class Critic(nn.Sequential):  # SN-GAN's 'standard CNN': 3x3 and 4x4 stride-2 co
 def build(args, channels):  # the two networks of a run, G and D (the loop moves them to the device)
     nets = (Generator(args.z_dim, args.image_size, channels, args.g_width),
             Critic(args.image_size, channels, args.d_width))
-    for m in [m for m in (*nets[0], *nets[1]) if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))]:
-        if getattr(args, "init_std", 0):  # (not in older checkpoints; spectral norm adapts to new weights)
+    if getattr(args, "init_std", 0):  # (older checkpoints lack it; spectral norm adapts to the new weights)
+        for m in (m for n in nets for m in n if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))):
             w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
             nn.init.normal_(w, 0, args.init_std), nn.init.zeros_(m.bias)
     return nets
