@@ -187,9 +187,10 @@ def load_inception(path=None, device="cpu"):
 def extract(net, images, batch_size=100, desc="Inception features"):
     """Features (N, 2048) and logits (N, 1008), float64 numpy, of uint8 images (N, C, H, W)."""
     device = next(net.parameters()).device
-    outs = [net(torch.as_tensor(images[i:i + batch_size]).to(device), logits=True)
+    # Each batch's outputs go to the CPU at once: none pile up in GPU memory, and MPS has no float64.
+    outs = [[o.cpu() for o in net(torch.as_tensor(images[i:i + batch_size]).to(device), logits=True)]
             for i in tqdm(range(0, len(images), batch_size), desc, unit="batch", dynamic_ncols=True)]
-    return [torch.cat([o[k] for o in outs]).double().cpu().numpy() for k in (0, 1)]
+    return [torch.cat([o[k] for o in outs]).double().numpy() for k in (0, 1)]
 
 # --- The numbers ---------------------------------------------------------------------------------
 def statistics(features):  # mean and covariance (float64) of (N, D) features
@@ -344,7 +345,7 @@ def reference_stats(net, images, batch_size=100):  # of real uint8 images, cache
 
 def fid_of_sampler(sample, n, real, net, batch_size=100):
     """FID of n samples (sample(k) -> uint8 (k, C, H, W)) against a fixed random subset of n real images."""
-    mu_r, sigma_r = reference_stats(net, subset(real.cpu(), n), batch_size)
+    mu_r, sigma_r = reference_stats(net, subset(real, n).cpu(), batch_size)  # only the subset to the CPU
     fake = torch.cat([sample(min(batch_size, n - i)).cpu() for i in range(0, n, batch_size)])
     return frechet_distance(*statistics(extract(net, fake, batch_size, desc="FID samples")[0]), mu_r, sigma_r)
 

@@ -25,6 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
+from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import spectral_norm
 from tqdm.auto import tqdm
 
@@ -58,7 +59,9 @@ def common_flags(description, datasets):
     a("--noise", choices=["normal", "uniform"], default="normal", help="latent distribution")
     a("--ema", action=argparse.BooleanOptionalAction, default=True, help="sample from an EMA of G's weights")
     a("--device", default="auto", help="auto picks cuda, then mps, then cpu")
-    a("--amp", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast where supported")
+    a("--amp", action=argparse.BooleanOptionalAction, default=True,
+      help="bf16 autocast where the device runs bf16 natively: CUDA GPUs of compute capability 8.0 and up "
+      "(Ampere on), Apple MPS, CPUs with AVX-512 or ARM bf16; elsewhere (a T4, a V100, an AVX2 CPU) fp32")
     a("--compile", action="store_true", help="torch.compile the networks")
     a("--out-dir", default=None, help="default out/<script>-<dataset>")
     a("--resume", action="store_true", help="continue from <out-dir>/ckpt.pt (learning rates, betas, epochs "
@@ -138,6 +141,17 @@ class Critic(nn.Sequential):  # SN-GAN's 'standard CNN': 3x3 and 4x4 stride-2 co
         layers += [spectral_norm(nn.Conv2d(ch, w, 3, 1, 1)), act(), nn.Flatten()]
         super().__init__(*layers, spectral_norm(nn.Linear(4 * 4 * w, 1)), nn.Flatten(0))  # a value per image
 
+    fp32_weights_on = ("mps",)  # MPS autocast runs torch.mv in bf16 but not torch.vdot: spectral norm's
+    # sigma = vdot(u, mv(W, v)) would mix dtypes and fail. There the weights come first, in fp32, cached.
+    def forward(self, x):
+        if x.device.type not in self.fp32_weights_on:
+            return super().forward(x)
+        with parametrize.cached():
+            with torch.autocast(x.device.type, enabled=False):
+                for layer in filter(parametrize.is_parametrized, self):
+                    layer.weight  # computed and cached here; the layers below read the cached value
+            return super().forward(x)
+
 def build(args, channels):  # the two networks of a run, G and D (the loop moves them to the device)
     nets = (Generator(args.z_dim, args.image_size, channels, args.g_width),
             Critic(args.image_size, channels, args.d_width))
@@ -152,6 +166,7 @@ def images_per_step(args):
     return args.batch_size * args.n_critic  # each critic update sees its own real batch
 
 def gradient_penalty(D, real, fake):  # WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2], x_hat between real and fake
+    D = getattr(D, "_orig_mod", D)  # uncompiled: torch.compile's backward cannot be differentiated again
     eps = torch.rand(len(real), *([1] * (real.dim() - 1)), device=real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
     grad, = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
@@ -274,7 +289,7 @@ EPOCH_METRICS = ["fid"]
 load_data = lambda args: load_images(args.dataset, args.data_dir, args.image_size, args.channels)
 
 def batch_to_float(batch, device, args):
-    return to_float(batch, device, args.hflip, args.jitter).contiguous(memory_format=torch.channels_last)
+    return to_float(batch, device, args.hflip, args.jitter).contiguous(memory_format=memory_format(device))
 
 def to_output(x, args):
     return ((x.float() + 1) * 127.5).round().clamp(0, 255).byte()  # [-1, 1] -> uint8 (N, C, H, W)
@@ -294,17 +309,36 @@ class UsageError(Exception):
 def pick_device(name):
     ok = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available(), "cpu": True}
     name = next(k for k, there in ok.items() if there) if name == "auto" else name
-    if not ok.get(name.split(":")[0]):
-        raise UsageError(f"unknown --device {name!r}, or not available (use auto, cpu, cuda, cuda:N or mps)")
+    kind, _, index = name.partition(":")
+    gpus = torch.cuda.device_count() if ok["cuda"] else 0
+    if not ok.get(kind) or (index and not (kind == "cuda" and index.isdigit() and int(index) < gpus)):
+        n = f"N below {gpus}" if gpus else "N"
+        raise UsageError(f"unknown --device {name!r}, or not available (use auto, cpu, cuda, cuda:{n}, mps)")
+    if kind == "cuda":
+        torch.cuda.set_device(torch.device(name))  # cuda:N: the GPU of every call that assumes one
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # free speed on CUDA GPUs
     torch.backends.cudnn.benchmark = True
     return torch.device(name)
 
-def autocast(device, enabled):  # bf16 mixed precision where the device has it, else a no-op
-    with suppress(RuntimeError, ValueError):  # an older MPS backend has none
-        if enabled and (device.type != "cuda" or torch.cuda.is_bf16_supported()):
+def bf16_is_native(kind, capability):  # emulated bf16 runs slower than fp32: 37x on an AVX2-only CPU
+    """kind: cuda, mps or cpu; capability: a CUDA GPU's (major, minor), or a CPU's oneDNN bf16 (bool)."""
+    if kind == "cuda":
+        return capability >= (8, 0)  # Ampere and newer; a T4 or a V100 emulates bf16
+    return kind == "mps" or (kind == "cpu" and capability)  # CPU: AVX-512 or ARM's bf16 instructions
+
+def autocast(device, enabled):  # bf16 mixed precision where the device runs bf16 natively, else fp32
+    with suppress(RuntimeError, ValueError):  # an older MPS backend has no bf16 autocast
+        capability = (torch.cuda.get_device_capability(device) if device.type == "cuda"
+                      else torch.ops.mkldnn._is_mkldnn_bf16_supported())  # what torch's own tests ask
+        if enabled and bf16_is_native(device.type, capability):
             return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+def memory_format(device):  # channels_last (NHWC) speeds up convolutions on CUDA and CPU, slows them on MPS
+    return torch.channels_last if device.type in ("cuda", "cpu") else torch.contiguous_format
+
+def device_rng_state(device):  # a GPU's random stream: noise, flips and jitter are drawn there
+    return None if device.type == "cpu" else (device.type, torch.get_device_module(device).get_rng_state())
 
 def sample_noise(n, args, device, generator=None):  # n latent vectors: uniform in [-1, 1] or standard normal
     if args.noise == "uniform":
@@ -419,10 +453,16 @@ def train(args):
     if args.fid_every and channels:  # the Inception weights first: missing ones are an error before any work
         import fid
         fid_net = fid.load_inception(device=device)
-    data = data.to(device)  # the whole dataset on the device: no DataLoader in the hot loop
-    G, D = (m.to(device, memory_format=torch.channels_last) for m in build(args, channels))  # NHWC: faster
+    if data.nbytes <= 2 ** 31:  # the whole dataset on the device: no DataLoader in the hot loop
+        data = data.to(device)
+    elif device.type == "cuda":  # over 2 GiB it stays in (pinned) CPU memory: each batch goes over alone
+        data = data.pin_memory()
+    if args.compile and device.type == "mps" and torch.__version__ < "2.8":
+        raise UsageError(f"--compile on MPS needs torch 2.8 or newer (this is {torch.__version__})")
+    G, D = (m.to(device, memory_format=memory_format(device)) for m in build(args, channels))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if args.ema else None
-    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # one kernel for the whole update
+    fusable = torch.utils._foreach_utils._get_fused_kernels_supported_devices()  # by this torch's version
+    fused = {"fused": True} if device.type in fusable else {}  # one kernel for the whole update
     opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr, betas=(args.beta1, args.beta2), **fused)
                     for m, lr in ((G, args.lr_g), (D, args.lr_d)))
     nets = dict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D)  # what a checkpoint holds
@@ -434,6 +474,9 @@ def train(args):
         step, start_epoch, pos = ck["step"], ck["epoch"], ck["pos"]
         rows = [] if (out / "metrics.csv").is_file() else rows  # a deleted metrics.csv starts anew
         torch.set_rng_state(ck["rng"])
+        kind, state = ck.get("device_rng") or ("cpu", None)
+        if kind == device.type != "cpu":  # a GPU's stream too, when the checkpoint holds one of this kind
+            torch.get_device_module(device).set_rng_state(state)
         for opt, lr in ((opt_G, args.lr_g), (opt_D, args.lr_d)):  # the flags given now apply
             opt.param_groups[0].update(lr=lr, betas=(args.beta1, args.beta2))
         print(f"resumed from {out / 'ckpt.pt'} at epoch {start_epoch + 1}, step {step}")
@@ -444,7 +487,8 @@ def train(args):
     def save(epoch, pos):  # ckpt.pt, then metrics.csv's rows up to it: no row is ever ahead of ckpt.pt
         state = {k: m and m.state_dict() for k, m in nets.items()}
         atomic_save(dict(state, script=SCRIPT, args=vars(args), channels=channels, step=step, epoch=epoch,
-                         pos=pos, rng=torch.get_rng_state()), out / "ckpt.pt")
+                         pos=pos, rng=torch.get_rng_state(), device_rng=device_rng_state(device)),
+                    out / "ckpt.pt")
         with open(out / "metrics.csv", "w" if rows[:1] == [fields] else "a", newline="") as f:
             csv.writer(f).writerows(row + [""] * (len(fields) - len(row)) for row in rows)
         rows.clear()

@@ -51,9 +51,11 @@ def run(benchmark, fn, device, images_per_call):
 def script_step(module, argv, channels, device, data):
     """The script's own step, data included: index the on-device uint8 dataset, augment, train."""
     args = module.parse_args(argv + ["--device", str(device)])
-    G, D = (m.to(device, memory_format=torch.channels_last) for m in module.build(args, channels))
+    device = module.pick_device(args.device)  # as the scripts: cudnn.benchmark and TF32 on CUDA
+    G, D = (m.to(device, memory_format=module.memory_format(device)) for m in module.build(args, channels))
     G_ema = copy.deepcopy(G).requires_grad_(False) if args.ema else None
-    fused = {"fused": True} if device.type in ("cuda", "cpu") else {}  # as the scripts' loop
+    fusable = torch.utils._foreach_utils._get_fused_kernels_supported_devices()  # as the scripts' loop
+    fused = {"fused": True} if device.type in fusable else {}
     opt_G = torch.optim.Adam(G.parameters(), args.lr_g, betas=(args.beta1, args.beta2), **fused)
     opt_D = torch.optim.Adam(D.parameters(), args.lr_d, betas=(args.beta1, args.beta2), **fused)
     amp = module.autocast(device, args.amp)
@@ -167,11 +169,10 @@ def test_fid_feature_throughput(benchmark, device):
     device = torch.device(device)
     benchmark.group = f"fid-{device}"
     net = fid.FIDInception().eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
-    batch = fake_images(32, 3, 32).to(device)  # speed does not depend on the weights
+    batch = fake_images(32, 3, 32)  # on the CPU, as fid.py gets them; speed does not depend on the weights
 
-    def features():
-        with torch.inference_mode():
-            net(batch)
+    def features():  # what fid.py runs: to the device, resize, Inception, features back to the CPU
+        fid.extract(net, batch, batch_size=len(batch))
     run(benchmark, features, device, len(batch))
 
 

@@ -78,7 +78,7 @@ def test_r1_every_k_applies_the_penalty_on_every_kth_d_update(monkeypatch):
 
 def test_ctrl_c_and_resume_continue_the_lr_schedule_and_lazy_r1_exactly(tmp_path, monkeypatch):
     argv = ["--steps-per-epoch", "10", "--batch-size", "32", "--g-width", "16", "--d-width", "16",
-            "--r1-every", "3", "--log-every", "5", "--epochs", "3"]
+            "--r1-every", "3", "--log-every", "5", "--epochs", "3", "--device", "cpu"]
     mlp_gan.main(argv + ["--out-dir", str(tmp_path / "straight")])
     real_step, calls = mlp_gan.train_step, {"n": 0}
 
