@@ -18,6 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dcgan  # noqa: E402
+import explore  # noqa: E402
 import fid  # noqa: E402
 import mlp_gan  # noqa: E402
 import wgan_sn  # noqa: E402
@@ -183,3 +184,27 @@ def test_frechet_distance_2048(benchmark):
     benchmark.group = "fid-frechet"
     value = benchmark.pedantic(lambda: fid.frechet_distance(*stats), rounds=max(1, ROUNDS // 2), warmup_rounds=0)
     assert value > 0
+
+
+def test_explore_grid_of_64(benchmark, tmp_path):
+    """explore.py's answer to the page's default request, /api/grid?n=64, over HTTP: dcgan.py's default
+    32x32 generator on the CPU (explore.py's default device), the grid and its PNG."""
+    import http.client
+    import threading
+    args = dcgan.parse_args(["--dataset", "cifar10"])
+    G = dcgan.build(args, 3)[0]
+    torch.save(dict(script="dcgan", args=vars(args), channels=3, G=G.state_dict(), G_ema=None, epoch=0, step=0),
+               tmp_path / "ckpt.pt")
+    server = explore.make_server(explore.Run(tmp_path), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    benchmark.group = "explore-cpu"
+
+    def grid():
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1])
+        connection.request("GET", "/api/grid?n=64&seed=1")
+        assert connection.getresponse().read()[:4] == b"\x89PNG"
+    try:
+        run(benchmark, grid, torch.device("cpu"), 64)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,297 @@
+#!/usr/bin/env python3
+"""explore.py: a local web page to watch a run and play with its generator.
+
+    python explore.py out/dcgan-cifar10                  # a run folder, or a ckpt.pt
+    python explore.py out/my-run --script my_gan.py      # networks from your hacked copy of a script
+
+It prints its address (http://127.0.0.1:8000/ unless --host or --port say otherwise) and serves one page:
+the run (script, dataset, epoch, flags, latest FID, loss curves, progress.png), followed while it trains;
+the EMA generator's samples for any seed and temperature; walks between two samples you click (slerp for
+normal noise, linear for uniform); each picture downloads as a PNG. A 2-D mlp_gan.py run shows a scatter
+of samples over the mode centres. Standard library and the scripts' own dependencies only, no network.
+The scripts never import this file; it imports the one that wrote the checkpoint (build(), sample_noise(),
+to_output()) from beside itself, or --script.
+"""
+import argparse, csv, importlib.util, io, json, math, os, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+import torch
+from PIL import Image
+from torchvision.utils import make_grid
+
+class UsageError(Exception):
+    """Bad input at start-up: one line, exit status 2."""
+
+class BadRequest(Exception):
+    """A bad request: HTTP 400 with a one-line JSON error; the server goes on."""
+
+def load_script(name, path=None):  # the module that wrote a checkpoint: NAME.py beside this file, or --script
+    path = Path(path or Path(__file__).with_name(f"{name}.py"))
+    if not path.is_file():
+        raise UsageError(f"no {path} to build the networks of a {name} checkpoint (use --script FILE)")
+    spec = importlib.util.spec_from_file_location(f"explored_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # the scripts' imports have no side effects
+    return module
+
+def slerp(a, b, t):  # along the great circle: the points between two normal vectors keep their typical norm
+    omega = torch.acos((a / a.norm() * b / b.norm()).sum().clamp(-1, 1))
+    if omega < 1e-4:  # (nearly) the same direction
+        return torch.lerp(a, b, t)
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+def number(query, name, kind, lo, hi, default):  # a query parameter, checked: BadRequest if it is not one
+    text = query.get(name, [str(default)])[-1]
+    try:
+        value = kind(text)
+    except ValueError:
+        raise BadRequest(f"{name}={text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not (math.isfinite(value) and lo <= value <= hi):
+        raise BadRequest(f"{name}={text} is not in [{lo}, {hi}]")
+    return value
+
+class Run:
+    """A run folder and its checkpoint's (EMA) generator, reloaded when ckpt.pt changes."""
+
+    def __init__(self, path, script=None, device="cpu"):
+        path = Path(path)
+        self.folder, self.ckpt = (path.parent, path) if path.suffix == ".pt" else (path, path / "ckpt.pt")
+        if not self.ckpt.is_file():
+            raise UsageError(f"no checkpoint {self.ckpt} (give a run folder that holds ckpt.pt, or a .pt)")
+        self.script, self.device_name, self.lock = script, device, threading.Lock()
+        self.version, self.warning = 0, ""
+        try:
+            self.load()
+        except Exception as e:  # a corrupt file, a checkpoint of another kind or one that does not fit
+            if type(e).__name__ == "UsageError":  # ours, or the script's (a bad --device): in its own words
+                raise UsageError(str(e)) from None
+            why = f"{type(e).__name__}: {e}"[:200]
+            raise UsageError(f"{self.ckpt}: not a checkpoint of these scripts ({why})") from None
+
+    def load(self):
+        stamp = self.ckpt.stat().st_mtime_ns
+        ck = torch.load(self.ckpt, map_location="cpu", weights_only=True)  # a file cannot run code
+        if not (isinstance(ck, dict) and isinstance(ck.get("script"), str) and "args" in ck):
+            raise UsageError(f"{self.ckpt} is not a checkpoint written by dcgan.py, wgan_sn.py or mlp_gan.py")
+        module = load_script(ck["script"], self.script)
+        args = argparse.Namespace(**ck["args"])
+        device = module.pick_device(self.device_name)
+        G = module.build(args, ck["channels"])[0]
+        G.load_state_dict(ck["G_ema"] if ck.get("G_ema") is not None else ck["G"])
+        self.module, self.args, self.meta, self.stamp = module, args, ck, stamp
+        self.G, self.device = G.to(device).eval().requires_grad_(False), device
+        self.version += 1
+
+    def refresh(self):  # a rewritten ckpt.pt: its model; one that cannot be read (yet): the previous model
+        with self.lock:
+            try:
+                if self.ckpt.stat().st_mtime_ns != self.stamp:
+                    self.load()
+                    self.warning = ""
+            except Exception as e:
+                self.warning = f"kept the model of step {self.meta['step']}: {type(e).__name__}: {e}"[:200]
+
+    def info(self):
+        self.refresh()
+        fids = [r["fid"] for r in self.metrics() if r.get("fid")]
+        m, a = self.meta, self.args
+        return dict(script=m["script"], dataset=a.dataset, epoch=m["epoch"], epochs=a.epochs, step=m["step"],
+                    fid=fids[-1] if fids else None, points=m["channels"] is None, noise=a.noise,
+                    image_size=getattr(a, "image_size", None), classes=m.get("classes"),
+                    flags=dict(sorted(vars(a).items())), version=self.version, warning=self.warning,
+                    files=[f for f in ("metrics.png", "progress.png") if (self.folder / f).is_file()])
+
+    def metrics(self):
+        try:
+            return list(csv.DictReader((self.folder / "metrics.csv").read_text().splitlines()))
+        except OSError:
+            return []
+
+    def noise(self, n, seed, temperature):  # a seed's n latent vectors, the same on every device
+        z = self.module.sample_noise(n, self.args, "cpu", torch.Generator().manual_seed(seed))
+        return z * temperature
+
+    @torch.no_grad()
+    def picture(self, z, nrow, title=""):  # PNG bytes: a grid of the images G makes of z, or a 2-D scatter
+        png = io.BytesIO()
+        with self.lock:
+            out = self.module.to_output(self.G(z.to(self.device)), self.args).cpu()
+            if self.meta["channels"] is None:
+                self.module.scatter(out, self.module.mixture(self.args.dataset)[0], png, title)
+                return png.getvalue()
+        grid = make_grid(out, nrow=nrow, padding=2)  # uint8, with the 2-px gaps of the scripts' grids
+        Image.fromarray(grid.permute(1, 2, 0).numpy()).save(png, format="PNG")
+        return png.getvalue()
+
+    def label(self, query):  # classes come with a conditional checkpoint only
+        if "label" in query and not self.meta.get("classes"):
+            raise BadRequest("this checkpoint has no classes (it was not trained with --conditional)")
+
+    def grid(self, query):
+        self.label(query)
+        n, seed = number(query, "n", int, 8, 256, 64), number(query, "seed", int, 0, 2 ** 31 - 1, 0)
+        z = self.noise(n, seed, number(query, "temperature", float, 0.05, 3, 1))
+        return self.picture(z, math.ceil(math.sqrt(n)), f"{n} samples, seed {seed}")
+
+    def walk(self, query):
+        self.label(query)
+        if self.meta["channels"] is None:
+            raise BadRequest("a 2-D run has points, not images, to walk between")
+        n, seed = number(query, "n", int, 8, 256, 64), number(query, "seed", int, 0, 2 ** 31 - 1, 0)
+        a, b = number(query, "a", int, 0, n - 1, 0), number(query, "b", int, 0, n - 1, 1)
+        steps = number(query, "steps", int, 2, 32, 10)
+        z = self.noise(n, seed, number(query, "temperature", float, 0.05, 3, 1))
+        between = slerp if self.args.noise == "normal" else torch.lerp  # uniform noise: a straight line
+        return self.picture(torch.stack([between(z[a], z[b], t) for t in torch.linspace(0, 1, steps)]), steps)
+
+    def file(self, relative):  # only the run's images and metrics.csv, nothing outside its folder
+        path = (self.folder / unquote(relative)).resolve()
+        if not (path.is_relative_to(self.folder.resolve()) and path.is_file()
+                and (path.suffix == ".png" or path.name == "metrics.csv")):
+            raise BadRequest(f"{unquote(relative)!r} is not an image or metrics.csv of this run")
+        return path.read_bytes(), "image/png" if path.suffix == ".png" else "text/csv; charset=utf-8"
+
+class Handler(BaseHTTPRequestHandler):
+    run = None  # the Run this server shows (set by make_server)
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        query = parse_qs(url.query)
+        try:
+            if url.path == "/":
+                self.reply(200, PAGE.encode(), "text/html; charset=utf-8")
+            elif url.path == "/api/info":
+                self.reply(200, json.dumps(self.run.info()).encode(), "application/json")
+            elif url.path in ("/api/grid", "/api/walk"):
+                self.reply(200, getattr(self.run, url.path[5:])(query), "image/png")
+            elif url.path.startswith("/run/"):
+                self.reply(200, *self.run.file(url.path[5:]))
+            else:
+                self.reply(404, json.dumps({"error": f"no {url.path} here"}).encode(), "application/json")
+        except BadRequest as e:
+            self.reply(400, json.dumps({"error": str(e)}).encode(), "application/json")
+
+    def reply(self, status, body, kind):
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")  # samples and curves change while a run trains
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):  # quiet: a request a second while the page follows a run
+        pass
+
+def make_server(run, host="127.0.0.1", port=8000):  # port 0: any free port (server.server_address)
+    handler = type("RunHandler", (Handler,), {"run": run})
+    return ThreadingHTTPServer((host, port), handler)
+
+PAGE = r"""<!doctype html><html><head><meta charset="utf-8"><title>explore</title><style>
+body{font:14px system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
+h1{font-size:18px;margin:0 0 4px} .muted{color:#666} .warn{color:#b00}
+section{background:#fff;border:1px solid #ddd;border-radius:6px;padding:10px;margin:10px 0}
+img.px{image-rendering:pixelated;cursor:crosshair;display:block;margin-top:8px}
+label{margin-right:12px} input[type=number]{width:90px} td{padding:0 10px 0 0}
+</style></head><body>
+<h1 id="title">explore</h1><div id="meta" class="muted"></div><div id="warning" class="warn"></div>
+<section><b>Samples</b> of the EMA generator
+  <div><label>images <select id="n"><option>8</option><option>16</option><option>36</option>
+  <option selected>64</option><option>100</option><option>144</option><option>256</option></select></label>
+  <label>seed <input id="seed" type="number" value="0" min="0"></label>
+  <button id="new">new samples</button>
+  <label>temperature <input id="temp" type="range" min="0.1" max="2" step="0.05" value="1">
+  <span id="tval">1.00</span></label> <a id="dlgrid" download>download PNG</a></div>
+  <div id="hint" class="muted">Click two samples to walk between them.</div>
+  <img id="grid" class="px" alt="samples"></section>
+<section id="walkbox" hidden><b>Walk</b> <span id="walkinfo" class="muted"></span>
+  <a id="dlwalk" download>download PNG</a><img id="walk" class="px" alt="walk"></section>
+<section><b>Training</b> <span id="fid"></span><div id="curves"></div>
+  <details><summary>flags</summary><table id="flags"></table></details></section>
+<script>
+const $ = id => document.getElementById(id);
+let info = null, picks = [];
+function enlarge(img, width) {  // a whole-number zoom: pixels stay sharp
+  img.style.width = img.naturalWidth * Math.max(1, Math.floor(width / img.naturalWidth)) + "px";
+}
+function query(extra) {
+  const q = {n: $("n").value, seed: $("seed").value, temperature: $("temp").value, ...extra};
+  return new URLSearchParams(q).toString() + "&v=" + info.version;
+}
+function showGrid() {
+  picks = []; $("hint").textContent = info.points ? "" : "Click two samples to walk between them.";
+  const url = "/api/grid?" + query({});
+  $("grid").src = url; $("dlgrid").href = url; $("dlgrid").download = `samples-seed${$("seed").value}.png`;
+}
+function showWalk() {
+  const [a, b] = picks, url = "/api/walk?" + query({a, b, steps: 10});
+  $("walkbox").hidden = false; $("walk").src = url; $("dlwalk").href = url;
+  $("dlwalk").download = `walk-seed${$("seed").value}-${a}-${b}.png`;
+  const how = info.noise == "normal" ? "slerp" : "linear";
+  $("walkinfo").textContent = `from sample ${a} to sample ${b} (${how})`;
+}
+$("grid").onload = () => enlarge($("grid"), 560); $("walk").onload = () => enlarge($("walk"), 840);
+$("grid").onclick = e => {  // which cell: the grid has 2-px gaps, ceil(sqrt(n)) images a row
+  if (info.points) return;
+  const img = $("grid"), n = +$("n").value, nrow = Math.ceil(Math.sqrt(n)), cell = info.image_size + 2;
+  const x = e.offsetX * img.naturalWidth / img.clientWidth;
+  const y = e.offsetY * img.naturalHeight / img.clientHeight;
+  const i = Math.floor(y / cell) * nrow + Math.min(nrow - 1, Math.floor(x / cell));
+  if (i >= n) return;
+  picks.push(i);
+  $("hint").textContent = picks.length == 1 ? `sample ${i} picked: click another` : "";
+  if (picks.length == 2) { showWalk(); picks = []; }
+};
+$("n").onchange = showGrid; $("seed").onchange = showGrid;
+$("new").onclick = () => { $("seed").value = Math.floor(Math.random() * 1e6); showGrid(); };
+$("temp").oninput = () => { $("tval").textContent = (+$("temp").value).toFixed(2); };
+$("temp").onchange = showGrid;
+function showRun() {
+  $("title").textContent = `${info.script}.py on ${info.dataset}`;
+  $("meta").textContent = `epoch ${info.epoch} of ${info.epochs}, step ${info.step}, ${info.noise} noise`;
+  $("warning").textContent = info.warning;
+  $("fid").textContent = info.fid ? `latest FID ${info.fid}` : "";
+  $("curves").innerHTML = info.files.map(f => `<img src="/run/${f}?v=${info.version}" alt="${f}">`).join(" ");
+  const escape = text => String(text).replace(/[<&]/g, c => c == "<" ? "&lt;" : "&amp;");
+  $("flags").innerHTML = Object.entries(info.flags).map(([k, v]) =>
+    `<tr><td>--${k.replaceAll("_", "-")}</td><td>${escape(v)}</td></tr>`).join("");
+}
+async function poll() {  // every 3 s: a new checkpoint redraws the page's run, samples and walk
+  try {
+    const next = await (await fetch("/api/info")).json();
+    if (!info || next.version != info.version) {
+      const first = !info; info = next; showRun(); showGrid();
+      if (!first && !$("walkbox").hidden) $("walk").src = $("walk").src.replace(/v=\d+/, "v=" + info.version);
+    } else if (next.warning != info.warning) { info = next; showRun(); }
+  } catch (e) { $("warning").textContent = "the server is not answering"; }
+}
+poll(); setInterval(poll, 3000);
+</script></body></html>"""
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run", help="a run folder (it holds ckpt.pt) or a checkpoint file")
+    p.add_argument("--script", help="the script file that builds the networks (default: the checkpoint's)")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves every network this machine is on")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="cpu", help="where the generator runs: cpu, cuda, cuda:N, mps or auto")
+    args = p.parse_args(argv)
+    os.environ.setdefault("MPLBACKEND", "Agg")  # 2-D scatters are drawn in server threads, with no window
+    try:
+        run = Run(args.run, args.script, args.device)
+        server = make_server(run, args.host, args.port)
+    except (UsageError, OSError) as e:  # OSError: the port is taken, say
+        print("error:", *str(e).split(), file=sys.stderr)
+        sys.exit(2)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: --host {args.host} lets other machines reach this page and the run", file=sys.stderr)
+    host, port = server.server_address[:2]
+    print(f"serving {run.folder} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+
+if __name__ == "__main__":
+    main()

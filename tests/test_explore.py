@@ -1,0 +1,183 @@
+"""explore.py over HTTP (a server on a free port, a tiny trained run) and in a real browser (Debian's chromium,
+driven by Playwright; skipped where either is missing)."""
+import http.client
+import io
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import dcgan
+import explore
+import mlp_gan
+from conftest import ROOT, make_mnist
+
+TINY = ["--dataset", "mnist", "--image-size", "16", "--g-width", "8", "--d-width", "8", "--batch-size", "16",
+        "--log-every", "2", "--device", "cpu"]  # 64 images: 4 steps an epoch
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explore")
+    make_mnist(root / "data")
+    dcgan.main([*TINY, "--data-dir", str(root / "data"), "--epochs", "1", "--out-dir", str(root / "run")])
+    return root
+
+
+@pytest.fixture
+def serve(trained):
+    servers = []
+
+    def start(path=None, script=None):
+        server = explore.make_server(explore.Run(path or trained / "run", script), "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server.server_address[1]
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def get(port, path):  # (status, content type, body); the path goes out as written, "../" included
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    return response.status, response.getheader("Content-Type"), response.read()
+
+
+def png(body):
+    return np.array(Image.open(io.BytesIO(body)).convert("RGB"))
+
+
+def test_page_run_info_grid_walk_and_the_runs_files(serve):
+    port = serve()
+    status, kind, page = get(port, "/")
+    assert status == 200 and kind.startswith("text/html") and b'id="grid"' in page and b"http://" not in page
+    info = json.loads(get(port, "/api/info")[2])
+    assert (info["script"], info["dataset"], info["epoch"], info["step"]) == ("dcgan", "mnist", 1, 4)
+    assert info["flags"]["g_width"] == 8 and info["points"] is False and info["warning"] == ""
+    status, kind, body = get(port, "/api/grid?n=16&seed=3")
+    grid = png(body)
+    assert status == 200 and kind == "image/png" and grid.shape == (74, 74, 3)  # 4 x (16 + 2) + 2 pixels a side
+    assert get(port, "/api/grid?n=16&seed=3")[2] == body  # a seed is a fixed set of latent vectors
+    assert get(port, "/api/grid?n=16&seed=4")[2] != body
+    assert get(port, "/api/grid?n=16&seed=3&temperature=0.5")[2] != body
+    status, _, body = get(port, "/api/walk?n=16&seed=3&a=0&b=5&steps=6")
+    walk = png(body)
+    assert status == 200 and walk.shape == (20, 6 * 18 + 2, 3)
+    cell = lambda image, row, col: image[2 + 18 * row:18 * (row + 1), 2 + 18 * col:18 * (col + 1)].astype(int)
+    assert np.abs(cell(walk, 0, 0) - cell(grid, 0, 0)).max() <= 2  # the walk starts at sample 0 ...
+    assert np.abs(cell(walk, 0, 5) - cell(grid, 1, 1)).max() <= 2  # ... and ends at sample 5 (row 1, col 1)
+    status, kind, body = get(port, "/run/metrics.csv")
+    assert status == 200 and kind.startswith("text/csv") and body.startswith(b"kind,epoch,step")
+    status, kind, body = get(port, "/run/samples/epoch_001.png")
+    assert status == 200 and png(body).shape[2] == 3
+
+
+@pytest.mark.parametrize("path", [
+    "/api/grid?n=4", "/api/grid?n=257", "/api/grid?n=abc", "/api/grid?n=8.5", "/api/grid?seed=-1",
+    "/api/grid?seed=x", "/api/grid?temperature=0", "/api/grid?temperature=nan", "/api/grid?label=3",
+    "/api/walk?n=16&a=16", "/api/walk?b=-1", "/api/walk?steps=1", "/api/walk?steps=ten",
+    "/run/ckpt.pt", "/run/run.lock", "/run/../ckpt.pt", "/run/%2e%2e/%2e%2e/etc/passwd", "/run/nothing.png",
+    "/run//etc/passwd"])
+def test_every_bad_request_is_a_400_with_a_one_line_json_error(serve, path):
+    port = serve()
+    status, kind, body = get(port, path)
+    error = json.loads(body)["error"]
+    assert status == 400 and kind == "application/json" and error and "\n" not in error, (path, error)
+    assert get(port, "/api/grid?n=8")[0] == 200  # the server goes on
+    assert get(port, "/nothing")[0] == 404
+
+
+def test_a_rewritten_checkpoint_is_picked_up_and_a_half_written_one_keeps_the_model(serve, trained, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run", run)
+    port = serve(run)
+    before = get(port, "/api/grid?n=16")[2]
+    dcgan.main([*TINY, "--data-dir", str(trained / "data"), "--epochs", "2", "--out-dir", str(run), "--resume"])
+    info = json.loads(get(port, "/api/info")[2])
+    assert (info["epoch"], info["step"], info["version"]) == (2, 8, 2)
+    assert get(port, "/api/grid?n=16")[2] != before  # the new weights' samples
+    good = (run / "ckpt.pt").read_bytes()
+    (run / "ckpt.pt").write_bytes(good[:len(good) // 2])  # as if caught while being written
+    info = json.loads(get(port, "/api/info")[2])
+    assert info["epoch"] == 2 and info["version"] == 2 and "kept the model of step 8" in info["warning"]
+    assert get(port, "/api/grid?n=16")[0] == 200
+    (run / "ckpt.pt").write_bytes(good)
+    info = json.loads(get(port, "/api/info")[2])
+    assert info["warning"] == "" and info["version"] == 3
+
+
+def test_concurrent_requests_all_answer(serve):
+    port = serve()
+    results = []
+    threads = [threading.Thread(target=lambda s=seed: results.append(get(port, f"/api/grid?n=64&seed={s}")[0]))
+               for seed in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 8
+
+
+def test_a_hacked_copy_of_a_script_builds_the_networks(serve, trained, tmp_path):
+    shutil.copy(ROOT / "dcgan.py", tmp_path / "my_gan.py")
+    port = serve(script=tmp_path / "my_gan.py")
+    assert get(port, "/api/grid?n=8")[0] == 200
+
+
+def test_a_2d_run_shows_a_scatter_and_has_no_walk(serve, tmp_path):
+    mlp_gan.main(["--steps-per-epoch", "3", "--epochs", "1", "--batch-size", "32", "--g-width", "16",
+                  "--d-width", "16", "--device", "cpu", "--out-dir", str(tmp_path / "points")])
+    port = serve(tmp_path / "points" / "ckpt.pt")
+    assert json.loads(get(port, "/api/info")[2])["points"] is True
+    status, kind, body = get(port, "/api/grid?n=256")
+    assert status == 200 and png(body).shape[0] > 100
+    assert get(port, "/api/walk")[0] == 400
+
+
+@pytest.mark.parametrize("case", ["no checkpoint", "corrupt", "another kind", "bad device", "bad script"])
+def test_bad_input_at_start_up_is_one_line_with_status_2(case, trained, tmp_path, capsys):
+    argv = {"no checkpoint": [str(tmp_path)], "corrupt": [str(tmp_path / "ckpt.pt")],
+            "another kind": [str(tmp_path / "weights.pt")], "bad device": [str(trained / "run"), "--device", "tpu"],
+            "bad script": [str(trained / "run"), "--script", str(tmp_path / "missing.py")]}[case]
+    (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint")
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "weights.pt")
+    with pytest.raises(SystemExit) as e:
+        explore.main(argv + ["--port", "0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error:") and err.count("\n") == 1, err
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install -y chromium)")
+def test_in_a_real_browser_the_grid_decodes_and_two_clicks_show_a_walk(serve, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    port = serve()
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("document.getElementById('grid').naturalWidth > 0")
+        assert page.text_content("#title") == "dcgan.py on mnist"
+        width = page.evaluate("document.getElementById('grid').naturalWidth")
+        shown = page.evaluate("document.getElementById('grid').clientWidth")
+        assert width == 8 * 18 + 2 and shown >= 2 * width  # 64 samples, enlarged by a whole factor
+        cell = shown / width * 18
+        page.click("#grid", position={"x": cell * 0.5, "y": cell * 0.5})  # sample 0
+        page.click("#grid", position={"x": cell * 2.5, "y": cell * 1.5})  # sample 10: row 1, column 2
+        page.wait_for_function("document.getElementById('walk').naturalWidth > 0")
+        assert page.is_visible("#walkbox") and "sample 0 to sample 10" in page.text_content("#walkinfo")
+        assert page.evaluate("document.getElementById('walk').naturalWidth") == 10 * 18 + 2
+        page.screenshot(path=str(tmp_path / "explore.png"))
+        browser.close()
+    assert errors == [] and (tmp_path / "explore.png").stat().st_size > 0
