@@ -164,14 +164,19 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(200, PAGE.encode(), "text/html; charset=utf-8")
             elif url.path == "/api/info":
                 self.reply(200, json.dumps(self.run.info()).encode(), "application/json")
-            elif url.path in ("/api/grid", "/api/walk"):
-                self.reply(200, getattr(self.run, url.path[5:])(query), "image/png")
+            elif url.path == "/api/grid":
+                self.reply(200, self.run.grid(query), "image/png")
+            elif url.path == "/api/walk":
+                self.reply(200, self.run.walk(query), "image/png")
             elif url.path.startswith("/run/"):
                 self.reply(200, *self.run.file(url.path[5:]))
             else:
                 self.reply(404, json.dumps({"error": f"no {url.path} here"}).encode(), "application/json")
         except BadRequest as e:
             self.reply(400, json.dumps({"error": str(e)}).encode(), "application/json")
+        except Exception as e:  # a bug or a broken model: said, and the server goes on
+            error = f"{type(e).__name__}: {e}"[:200]
+            self.reply(500, json.dumps({"error": error}).encode(), "application/json")
 
     def reply(self, status, body, kind):
         self.send_response(status)

@@ -309,9 +309,11 @@ def bf16_is_native(kind, capability):  # emulated bf16 runs slower than fp32: 37
     return kind == "mps" or (kind == "cpu" and capability)  # CPU: AVX-512 or ARM's bf16 instructions
 
 def autocast(device, enabled):  # bf16 mixed precision where the device runs bf16 natively, else fp32
+    if device.type == "cuda":
+        capability = torch.cuda.get_device_capability(device)
+    else:  # a CPU: oneDNN's bf16 kernels, as torch's own tests ask (MPS needs no capability)
+        capability = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     with suppress(RuntimeError, ValueError):  # an older MPS backend has no bf16 autocast
-        capability = (torch.cuda.get_device_capability(device) if device.type == "cuda"
-                      else torch.ops.mkldnn._is_mkldnn_bf16_supported())  # what torch's own tests ask
         if enabled and bf16_is_native(device.type, capability):
             return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
