@@ -407,7 +407,8 @@ def main(argv=None):
         print(f"({n_images} images through Inception in {time.time() - t0:.1f} s on {args.device}; "
               f"weights {net.weights})")
     except (UsageError, OSError) as e:  # bad input, an unwritable file: one line
-        sys.exit(print("error:", *str(e).split(), file=sys.stderr) or 2)
+        print("error:", *str(e).split(), file=sys.stderr)
+        sys.exit(2)
 
 if __name__ == "__main__":
     main()

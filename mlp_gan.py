@@ -376,7 +376,8 @@ def lock_folder(out):  # one run per output folder: run.lock holds its PID; a de
             return path
         try:
             pid = int(path.read_text())
-            os.name == "nt" or os.kill(pid, 0)  # signal 0 only asks if it lives (on Windows it is Ctrl-C)
+            if os.name != "nt":  # signal 0 only asks if it lives (on Windows it would be Ctrl-C)
+                os.kill(pid, 0)
         except (ValueError, ProcessLookupError, FileNotFoundError):  # no PID, or no such process: stale
             path.unlink(missing_ok=True)
         else:
@@ -397,7 +398,9 @@ def load_checkpoint(path, args=None):  # weights_only: a file cannot run code; -
 
 def load_states(ck, nets):  # a checkpoint's state dicts into nets (name: module or optimiser, or None)
     try:
-        [m.load_state_dict(ck[k]) for k, m in nets.items() if m is not None and ck.get(k) is not None]
+        for k, m in nets.items():
+            if m is not None and ck.get(k) is not None:
+                m.load_state_dict(ck[k])
     except (RuntimeError, KeyError, ValueError) as e:
         raise UsageError(f"the checkpoint does not fit this model ({str(e)[:150]})") from None
 
@@ -480,7 +483,8 @@ def train(args):
     def on_signal(sig, _):  # Ctrl-C or SIGTERM: a checkpoint after this step, then exit; a second one: now
         if stop:
             raise KeyboardInterrupt
-        stop.append(tqdm.write(f"{signal.Signals(sig).name}: saving a checkpoint", file=sys.stderr) or sig)
+        tqdm.write(f"{signal.Signals(sig).name}: saving a checkpoint", file=sys.stderr)
+        stop.append(sig)
     stop, lock, next_save = [], lock_folder(out), time.monotonic() + 60 * (args.ckpt_every or math.inf)
     handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -494,7 +498,8 @@ def train(args):
                 real = batch_to_float(data[perm[pos * per_step:(pos + 1) * per_step]], device, args)
                 pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp, step)))
                 step += 1
-                G_ema is None or update_ema(G_ema, G, step, args.ema_decay)
+                if G_ema is not None:
+                    update_ema(G_ema, G, step, args.ema_decay)
                 due = stop or time.monotonic() > next_save  # a signal, or a periodic checkpoint
                 if len(pending) >= args.log_every or due or pos + 1 == args.steps_per_epoch:
                     values = torch.stack(pending).float().cpu()  # a device sync per --log-every steps
@@ -508,7 +513,8 @@ def train(args):
                     bar.set_postfix(zip(STEP_METRICS + ["img_per_s"], rows[-1][4:]))  # the last step's values
                     pending, clock = [], (time.perf_counter(), step)
                 if due:
-                    G_ema is None or standing_stats(G_ema, args, device)
+                    if G_ema is not None:
+                        standing_stats(G_ema, args, device)
                     save(epoch, pos + 1)  # mid-epoch: the place in this epoch's order too
                     next_save = time.monotonic() + 60 * args.ckpt_every
                     if stop:
@@ -533,7 +539,8 @@ def train(args):
             pos = 0
     finally:
         lock.unlink(missing_ok=True)
-        [signal.signal(s, handler) for s, handler in handlers.items()]
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
     print(f"done: {step} steps; outputs in {out}/")
 
 @torch.no_grad()
@@ -560,12 +567,16 @@ def main(argv=None):
     args = parse_args(argv)
     args.out_dir = args.out_dir or f"out/{SCRIPT}-{args.dataset}"
     try:
-        generate(args) if args.generate is not None else train(args)
+        if args.generate is not None:
+            generate(args)
+        else:
+            train(args)
     except Exception as e:  # a NaN stop: status 1; bad input or an OS error (here or in fid.py): status 2
         code = {"FloatingPointError": 1, "UsageError": 2}.get(type(e).__name__, 2 * isinstance(e, OSError))
         if not code:  # a bug: the traceback
             raise
-        sys.exit(print("stopped:" if code == 1 else "error:", *str(e).split(), file=sys.stderr) or code)
+        print("stopped:" if code == 1 else "error:", *str(e).split(), file=sys.stderr)
+        sys.exit(code)
 # --- end shared: skeleton ---
 
 if __name__ == "__main__":
