@@ -101,7 +101,7 @@ class Run:
                     fid=fids[-1] if fids else None, points=m["channels"] is None, noise=a.noise,
                     image_size=getattr(a, "image_size", None), classes=m.get("classes"),
                     flags=dict(sorted(vars(a).items())), version=self.version, warning=self.warning,
-                    files=[f for f in ("metrics.png", "progress.png") if (self.folder / f).is_file()])
+                    progress=(self.folder / "progress.png").is_file())
 
     def metrics(self):
         try:
@@ -212,7 +212,7 @@ label{margin-right:12px} input[type=number]{width:90px} td{padding:0 10px 0 0}
   <img id="grid" class="px" alt="samples"></section>
 <section id="walkbox" hidden><b>Walk</b> <span id="walkinfo" class="muted"></span>
   <a id="dlwalk" download>download PNG</a><img id="walk" class="px" alt="walk"></section>
-<section><b>Training</b> <span id="fid"></span><div id="curves"></div>
+<section><b>Training</b> <span id="fid"></span><div id="curves"></div><img id="progress" alt="progress">
   <details><summary>flags</summary><table id="flags"></table></details></section>
 <script>
 const $ = id => document.getElementById(id);
@@ -257,10 +257,49 @@ function showRun() {
   $("meta").textContent = `epoch ${info.epoch} of ${info.epochs}, step ${info.step}, ${info.noise} noise`;
   $("warning").textContent = info.warning;
   $("fid").textContent = info.fid ? `latest FID ${info.fid}` : "";
-  $("curves").innerHTML = info.files.map(f => `<img src="/run/${f}?v=${info.version}" alt="${f}">`).join(" ");
+  $("progress").hidden = !info.progress;
+  if (info.progress) $("progress").src = `/run/progress.png?v=${info.version}`;
+  drawCurves();
   const escape = text => String(text).replace(/[<&]/g, c => c == "<" ? "&lt;" : "&amp;");
   $("flags").innerHTML = Object.entries(info.flags).map(([k, v]) =>
     `<tr><td>--${k.replaceAll("_", "-")}</td><td>${escape(v)}</td></tr>`).join("");
+}
+async function drawCurves() {  // metrics.csv drawn as metrics.png is: running means of the step values
+  const reply = await fetch(`/run/metrics.csv?v=${info.version}`);
+  if (!reply.ok) return;
+  const [head, ...lines] = (await reply.text()).trim().split(/\r?\n/).map(line => line.split(","));
+  const rowsOf = name => lines.filter(r => isFinite(parseFloat(r[head.indexOf(name)])));  // its values' rows
+  const names = head.slice(4).filter(c => c != "img_per_s" && rowsOf(c).length);
+  const perStep = c => rowsOf(c)[0][0] == "step";  // else an epoch value: FID, 2-D mode metrics
+  const panels = [names.filter(c => perStep(c) && c.includes("loss")),
+                  names.filter(c => perStep(c) && !c.includes("loss")),
+                  ...names.filter(c => !perStep(c)).map(c => [c])].filter(p => p.length);
+  $("curves").innerHTML = panels.map(() => '<canvas width="380" height="220"></canvas>').join(" ");
+  $("curves").querySelectorAll("canvas").forEach((canvas, i) => {
+    const g = canvas.getContext("2d"), colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"];
+    const series = panels[i].map(c => {
+      const rows = rowsOf(c), at = head.indexOf(c);
+      const k = perStep(c) ? Math.max(1, Math.floor(rows.length / 50)) : 1;  // raw GAN losses are noisy
+      const mean = j => rows.slice(j, j + k).reduce((sum, r) => sum + +r[at], 0) / k;
+      return rows.slice(k - 1).map((r, j) => [+r[2], mean(j)]);
+    });
+    const xs = series.flat().map(p => p[0]), ys = series.flat().map(p => p[1]);
+    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+    const X = x => 40 + 330 * (x - x0) / (x1 - x0 || 1), Y = y => 200 - 185 * (y - y0) / (y1 - y0 || 1);
+    g.font = "11px sans-serif";
+    g.fillText(y1.toPrecision(3), 0, 18);
+    g.fillText(y0.toPrecision(3), 0, 200);
+    g.fillText(`step ${x0} to ${x1}`, 150, 216);
+    g.strokeRect(40, 10, 330, 195);
+    series.forEach((points, j) => {
+      g.strokeStyle = g.fillStyle = colours[j % 4];
+      g.beginPath();
+      g.moveTo(X(points[0][0]), Y(points[0][1]));
+      points.forEach(([x, y]) => g.lineTo(X(x), Y(y)));
+      g.stroke();
+      g.fillText(panels[i][j], 300, 25 + 14 * j);
+    });
+  });
 }
 async function poll() {  // every 3 s: a new checkpoint redraws the page's run, samples and walk
   try {

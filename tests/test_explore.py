@@ -178,6 +178,7 @@ def test_in_a_real_browser_the_grid_decodes_and_two_clicks_show_a_walk(serve, tm
         page.wait_for_function("document.getElementById('walk').naturalWidth > 0")
         assert page.is_visible("#walkbox") and "sample 0 to sample 10" in page.text_content("#walkinfo")
         assert page.evaluate("document.getElementById('walk').naturalWidth") == 10 * 18 + 2
+        page.wait_for_function("document.querySelectorAll('#curves canvas').length == 2")  # losses, D outputs
         page.screenshot(path=str(tmp_path / "explore.png"))
         browser.close()
     assert errors == [] and (tmp_path / "explore.png").stat().st_size > 0
