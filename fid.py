@@ -380,6 +380,10 @@ def main(argv=None):
     try:
         auto = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
         args.device = args.device.replace("auto", auto)
+        try:  # a device that is not there (cuda:N past the count, no driver, a typo): one line
+            torch.empty(0, device=args.device)
+        except (RuntimeError, AssertionError) as e:
+            raise UsageError(f"--device {args.device} is not available ({str(e).splitlines()[0]})") from None
         net = load_inception(args.inception_weights, args.device)
         t0, n_images, stats, feats = time.time(), 0, [], []
         if args.inception_score and not net.has_logits:

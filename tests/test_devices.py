@@ -42,6 +42,14 @@ def test_a_device_that_is_not_there_is_one_line_with_status_2(name, capsys):
     assert e.value.code == 2 and err.count("\n") == 1 and f"unknown --device '{name}'" in err
 
 
+@pytest.mark.parametrize("name", ["cuda:99", "tpu", "mps:7"])
+def test_fid_py_says_a_missing_device_in_one_line(name, capsys):
+    with pytest.raises(SystemExit) as e:
+        fid.main(["--device", name, "cifar10:test", "cifar10:train"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and f"--device {name} is not available" in err
+
+
 def test_compiled_networks_train_with_r1_and_with_the_gradient_penalty(mnist_dir, tmp_path):
     # aot_autograd cannot differentiate a compiled backward again: the penalties use the eager module.
     mlp_gan.main(["--compile", "--steps-per-epoch", "3", "--epochs", "1", "--r1-every", "1", "--batch-size", "32",
