@@ -256,8 +256,8 @@ def pick_device(name):
     if not ok.get(kind) or (index and not (kind == "cuda" and index.isdigit() and int(index) < gpus)):
         n = f"N below {gpus}" if gpus else "N"
         raise UsageError(f"unknown --device {name!r}, or not available (use auto, cpu, cuda, cuda:{n}, mps)")
-    if kind == "cuda":
-        torch.cuda.set_device(torch.device(name))  # cuda:N: the GPU of every call that assumes one
+    if kind == "cuda" and index:
+        torch.cuda.set_device(int(index))  # cuda:N: the GPU of every call that assumes one
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # free speed on CUDA GPUs
     torch.backends.cudnn.benchmark = True
     return torch.device(name)

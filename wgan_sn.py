@@ -144,7 +144,7 @@ class Critic(nn.Sequential):  # SN-GAN's 'standard CNN': 3x3 and 4x4 stride-2 co
     fp32_weights_on = ("mps",)  # MPS autocast runs torch.mv in bf16 but not torch.vdot: spectral norm's
     # sigma = vdot(u, mv(W, v)) would mix dtypes and fail. There the weights come first, in fp32, cached.
     def forward(self, x):
-        if x.device.type not in self.fp32_weights_on:
+        if x.device.type not in self.fp32_weights_on or not torch.is_autocast_enabled(x.device.type):
             return super().forward(x)
         with parametrize.cached():
             with torch.autocast(x.device.type, enabled=False):
@@ -315,8 +315,8 @@ def pick_device(name):
     if not ok.get(kind) or (index and not (kind == "cuda" and index.isdigit() and int(index) < gpus)):
         n = f"N below {gpus}" if gpus else "N"
         raise UsageError(f"unknown --device {name!r}, or not available (use auto, cpu, cuda, cuda:{n}, mps)")
-    if kind == "cuda":
-        torch.cuda.set_device(torch.device(name))  # cuda:N: the GPU of every call that assumes one
+    if kind == "cuda" and index:
+        torch.cuda.set_device(int(index))  # cuda:N: the GPU of every call that assumes one
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # free speed on CUDA GPUs
     torch.backends.cudnn.benchmark = True
     return torch.device(name)

@@ -50,6 +50,18 @@ def test_fid_py_says_a_missing_device_in_one_line(name, capsys):
     assert e.value.code == 2 and err.count("\n") == 1 and f"--device {name} is not available" in err
 
 
+def test_cuda_and_cuda_n_on_a_machine_with_two_gpus(monkeypatch):  # the CUDA calls stubbed, on any machine
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert dcgan.pick_device("cuda") == torch.device("cuda") and chosen == []  # the current GPU, untouched
+    assert dcgan.pick_device("auto") == torch.device("cuda") and chosen == []
+    assert dcgan.pick_device("cuda:1") == torch.device("cuda:1") and chosen == [1]
+    with pytest.raises(dcgan.UsageError, match="cuda:N below 2"):
+        dcgan.pick_device("cuda:2")
+
+
 def test_compiled_networks_train_with_r1_and_with_the_gradient_penalty(mnist_dir, tmp_path):
     # aot_autograd cannot differentiate a compiled backward again: the penalties use the eager module.
     mlp_gan.main(["--compile", "--steps-per-epoch", "3", "--epochs", "1", "--r1-every", "1", "--batch-size", "32",
