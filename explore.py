@@ -61,7 +61,7 @@ class Run:
         if not self.ckpt.is_file():
             raise UsageError(f"no checkpoint {self.ckpt} (give a run folder that holds ckpt.pt, or a .pt)")
         self.script, self.device_name, self.lock = script, device, threading.Lock()
-        self.version, self.warning = 0, ""
+        self.version, self.warning, self.fid, self.fid_stamp = 0, "", None, None
         try:
             self.load()
         except Exception as e:  # a corrupt file, a checkpoint of another kind or one that does not fit
@@ -95,19 +95,23 @@ class Run:
 
     def info(self):
         self.refresh()
-        fids = [r["fid"] for r in self.metrics() if r.get("fid")]
         m, a = self.meta, self.args
         return dict(script=m["script"], dataset=a.dataset, epoch=m["epoch"], epochs=a.epochs, step=m["step"],
-                    fid=fids[-1] if fids else None, points=m["channels"] is None, noise=a.noise,
+                    fid=self.latest_fid(), points=m["channels"] is None, noise=a.noise,
                     image_size=getattr(a, "image_size", None), classes=m.get("classes"),
                     flags=dict(sorted(vars(a).items())), version=self.version, warning=self.warning,
                     progress=(self.folder / "progress.png").is_file())
 
-    def metrics(self):
+    def latest_fid(self):  # from metrics.csv, read again only when it changes (it grows by a row a step)
         try:
-            return list(csv.DictReader((self.folder / "metrics.csv").read_text().splitlines()))
-        except OSError:
-            return []
+            path = self.folder / "metrics.csv"
+            if path.stat().st_mtime_ns != self.fid_stamp:
+                rows = list(csv.DictReader(path.read_text().splitlines()))
+                self.fid = next((r["fid"] for r in reversed(rows) if r.get("fid")), None)
+                self.fid_stamp = path.stat().st_mtime_ns
+        except OSError:  # no metrics.csv (yet): no FID
+            self.fid = None
+        return self.fid
 
     def noise(self, n, seed, temperature):  # a seed's n latent vectors, the same on every device
         z = self.module.sample_noise(n, self.args, "cpu", torch.Generator().manual_seed(seed))

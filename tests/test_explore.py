@@ -104,6 +104,10 @@ def test_a_rewritten_checkpoint_is_picked_up_and_a_half_written_one_keeps_the_mo
     info = json.loads(get(port, "/api/info")[2])
     assert (info["epoch"], info["step"], info["version"]) == (2, 8, 2)
     assert get(port, "/api/grid?n=16")[2] != before  # the new weights' samples
+    assert info["fid"] is None
+    with open(run / "metrics.csv", "a") as f:  # an epoch row as --fid-every writes it
+        f.write(",".join(["epoch", "2", "8", "0"] + [""] * 5 + ["12.345"]) + "\n")
+    assert json.loads(get(port, "/api/info")[2])["fid"] == "12.345"
     good = (run / "ckpt.pt").read_bytes()
     (run / "ckpt.pt").write_bytes(good[:len(good) // 2])  # as if caught while being written
     info = json.loads(get(port, "/api/info")[2])
