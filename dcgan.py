@@ -2,6 +2,7 @@
 """dcgan.py: DCGAN (Radford, Metz & Chintala 2015) in one file.
 
     python dcgan.py --dataset cifar10 --epochs 20
+    python dcgan.py --dataset mnist --conditional         # class-conditional: G and D are given the digit
     python dcgan.py --dataset folder --data-dir faces/ --image-size 64 --hflip
     python dcgan.py --generate 10000 --ckpt out/dcgan-cifar10/ckpt.pt --to samples.npz
 
@@ -68,7 +69,9 @@ def common_flags(description, datasets):
     a("--fid-samples", type=number(int, 2), default=5000, help="samples (and training images) per FID")
     a("--generate", type=one, metavar="N", help="write N samples from --ckpt to --to, then exit")
     a("--ckpt", help="checkpoint for --generate (default <out-dir>/ckpt.pt)")
-    a("--to", help="FILE.npz (uint8 NHWC, key x) or DIR/ of PNGs")
+    a("--to", help="FILE.npz (uint8 NHWC, key x; labels: key y) or DIR/ of PNGs")
+    a("--conditional", action="store_true", help="class-conditional: G and D are given the class label too")
+    a("--label", help="--generate of a conditional run: a class index, or all (equal shares, the default)")
     return p
 # --- end shared: flags ---
 
@@ -90,49 +93,60 @@ def init_weights(m):  # DCGAN init: conv weights N(0, 0.02), BatchNorm scale N(1
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d)):
         nn.init.normal_(m.weight, float(isinstance(m, nn.BatchNorm2d)), 0.02)
 
-def n_doublings(image_size):  # from 4x4 up to image_size (16, 32, 64 or 128: checked in parse_args)
-    return int(math.log2(image_size)) - 2
-
 class Generator(nn.Sequential):  # z -> 4x4 -> ... -> image_size: transposed convs that halve the channels
-    def __init__(self, z_dim=100, image_size=32, channels=3, width=64):
-        ch = width * 2 ** (n_doublings(image_size) - 1)  # at 4x4; the last hidden layer has width channels
+    def __init__(self, z_dim=100, image_size=32, channels=3, width=64, classes=0):
+        ch, z_dim = width * image_size // 8, z_dim + classes  # ch: at 4x4, halved at each doubling to width
         layers = [nn.Unflatten(1, (z_dim, 1, 1)), nn.ConvTranspose2d(z_dim, ch, 4, 1, 0, bias=False),
                   nn.BatchNorm2d(ch), nn.ReLU(True)]
         while ch > width:
             ch //= 2
             layers += [nn.ConvTranspose2d(ch * 2, ch, 4, 2, 1, bias=False), nn.BatchNorm2d(ch), nn.ReLU(True)]
         super().__init__(*layers, nn.ConvTranspose2d(ch, channels, 4, 2, 1, bias=False), nn.Tanh())
+        self.classes = classes  # conditional: the one-hot label beside z; the first layer's weights embed it
         self.apply(init_weights)
 
+    def forward(self, z, y=None):  # y: class labels (a conditional G without them: the classes in turn)
+        if self.classes:
+            y = torch.arange(len(z), device=z.device) % self.classes if y is None else y
+            z = torch.cat([z, F.one_hot(y, self.classes).to(z.dtype)], 1)
+        return super().forward(z)
+
 class Discriminator(nn.Sequential):  # image -> ... -> 4x4 -> a logit; BatchNorm on all layers but the first
-    def __init__(self, image_size=32, channels=3, width=64, dropout=0.0):
-        k = n_doublings(image_size)
+    def __init__(self, image_size=32, channels=3, width=64, dropout=0.0, classes=0):
         act = lambda: [nn.LeakyReLU(0.2, True)] + ([nn.Dropout(dropout)] if dropout else [])
-        layers, ch = [nn.Conv2d(channels, width, 4, 2, 1, bias=False), *act()], width
-        for _ in range(k - 1):
+        layers, ch = [nn.Conv2d(channels + classes, width, 4, 2, 1, bias=False), *act()], width
+        for _ in range(int(math.log2(image_size)) - 3):  # down to 4x4 (image_size: a power of two)
             layers += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), *act()]
             ch *= 2
         super().__init__(*layers, nn.Conv2d(ch, 1, 4, 1, 0), nn.Flatten(0))  # a logit an image, no Sigmoid
+        self.classes = classes  # conditional: the one-hot label as constant image channels beside x
         self.apply(init_weights)
 
+    def forward(self, x, y=None):
+        if self.classes:
+            maps = F.one_hot(y, self.classes).to(x.dtype)[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            x = torch.cat([x, maps], 1).contiguous(memory_format=memory_format(x.device))
+        return super().forward(x)
+
 def build(args, channels):  # the two networks of a run (the loop moves them to the device)
-    return (Generator(args.z_dim, args.image_size, channels, args.g_width),
-            Discriminator(args.image_size, channels, args.d_width, args.d_dropout))
+    classes = len(args.classes) if args.conditional else 0
+    return (Generator(args.z_dim, args.image_size, channels, args.g_width, classes),
+            Discriminator(args.image_size, channels, args.d_width, args.d_dropout, classes))
 
 # --- Training step ------------------------------------------------------------------------------
 def images_per_step(args):
     return args.batch_size * args.d_steps  # each D update sees its own real batch
 
-def train_step(G, D, opt_G, opt_D, reals, args, amp, step):  # --d-steps D updates, 1 G update; 0-d tensors
-    n, device = args.batch_size, reals.device
+def train_step(G, D, opt_G, opt_D, reals, labels, args, amp, step):  # --d-steps D updates, 1 G update
+    n, device = args.batch_size, reals.device  # returns 0-d tensors; fakes get the labels of the reals
     real_target = torch.full((n,), 1.0 - args.label_smoothing, device=device)
     zeros, ones = torch.zeros(n, device=device), torch.ones(n, device=device)
-    for real in reals.split(n):
+    for real, y in zip(reals.split(n), labels.split(n)):
         z = sample_noise(n, args, device)
         with amp:
             with torch.no_grad():  # the D step needs no graph through G
-                fake = G(z)
-            d_real, d_fake = D(real), D(fake)  # two passes: D's BatchNorm must not mix reals and fakes
+                fake = G(z, y)
+            d_real, d_fake = D(real, y), D(fake, y)  # two passes: D's BatchNorm must not mix reals and fakes
             loss_d = F.binary_cross_entropy_with_logits(d_real, real_target) + \
                 F.binary_cross_entropy_with_logits(d_fake, zeros)
         opt_D.zero_grad(set_to_none=True)
@@ -141,7 +155,7 @@ def train_step(G, D, opt_G, opt_D, reals, args, amp, step):  # --d-steps D updat
     z = sample_noise(n, args, device)
     D.requires_grad_(False)  # the G step needs no gradients for D's weights
     with amp:
-        loss_g = F.binary_cross_entropy_with_logits(D(G(z)), ones)  # non-saturating: maximise log D(G(z))
+        loss_g = F.binary_cross_entropy_with_logits(D(G(z, y), y), ones)  # non-saturating: max log D(G(z))
     opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_G.step()
@@ -150,20 +164,22 @@ def train_step(G, D, opt_G, opt_D, reals, args, amp, step):  # --d-steps D updat
             torch.sigmoid(d_fake.detach().float()).mean()]
 
 # --- shared: mnist (the same code in every script and fid.py) ---
-def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28); pad: to 32x32 with zeros
+def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28), labels, class names
     from torchvision import datasets
     folder = "MNIST" if dataset == "mnist" else "FashionMNIST"
     try:  # uses the raw IDX files when they are there, downloads (md5-checked) when not
-        x = getattr(datasets, folder)(data_dir, train=train, download=True).data[:, None]
+        mnist = getattr(datasets, folder)(data_dir, train=train, download=True)
     except Exception as e:  # offline, or corrupt files
         raise UsageError(f"{dataset}: expected {Path(data_dir) / folder}/raw/{'train' if train else 't10k'}-"
                          f"images-idx3-ubyte (and labels); no download ({type(e).__name__}: {e})") from None
-    return F.pad(x, (2, 2, 2, 2)) if pad else x
+    x = mnist.data[:, None]
+    return (F.pad(x, (2, 2, 2, 2)) if pad else x), mnist.targets, mnist.classes  # pad: to 32x32 with zeros
 # --- end shared: mnist ---
 
 # --- shared: cifar10 (the same code in dcgan.py, wgan_sn.py and fid.py) ---
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive, checked only on download
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 class ArrayUnpickler(pickle.Unpickler):  # CIFAR's batches are pickles: numpy arrays only, no code
     def find_class(self, module, name):
@@ -172,43 +188,46 @@ class ArrayUnpickler(pickle.Unpickler):  # CIFAR's batches are pickles: numpy ar
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
         return super().find_class(module, name)
 
-def load_cifar10(data_dir, train=True):  # uint8 (N, 3, 32, 32); read here: torchvision's loader wants md5s
+def load_cifar10(data_dir, train=True):  # uint8 (N, 3, 32, 32), labels, class names (torchvision wants md5s)
     folder = Path(data_dir) / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
     from torchvision.datasets.utils import download_and_extract_archive
     try:
         if not all((folder / n).is_file() for n in names):
             download_and_extract_archive(CIFAR_URL, str(data_dir), md5=CIFAR_MD5)
-        arrays = [ArrayUnpickler(io.BytesIO((folder / n).read_bytes()), encoding="latin1").load()["data"]
-                  for n in names]
+        batches = [ArrayUnpickler(io.BytesIO((folder / n).read_bytes()), encoding="latin1").load()
+                   for n in names]
+        x, labels = np.concatenate([b["data"] for b in batches]), [y for b in batches for y in b["labels"]]
     except Exception as e:  # offline, or a file that is not a CIFAR-10 python batch
         raise UsageError(f"cifar10: no CIFAR-10 python batches {folder}/{{{','.join(names)}}} and no "
                          f"download of {CIFAR_URL} ({type(e).__name__}: {e})") from None
-    return torch.from_numpy(np.concatenate(arrays).reshape(-1, 3, 32, 32))
+    return torch.from_numpy(x.reshape(-1, 3, 32, 32)), torch.tensor(labels), CIFAR_CLASSES
 # --- end shared: cifar10 ---
 
 # --- shared: images (datasets, grids: the same code in dcgan.py and wgan_sn.py) ---
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
-def load_images(dataset, data_dir, image_size, channels=None, train=True):  # all of it: uint8 (N, C, H, W)
+def load_images(dataset, data_dir, image_size, channels=None, train=True):  # uint8 NCHW, labels, classes
     if dataset == "folder":
         return load_folder(data_dir, image_size, channels or 3)
-    if dataset == "cifar10":
-        return fit_images(load_cifar10(data_dir, train), image_size, channels)
-    return fit_images(load_mnist(dataset, data_dir, train, pad=image_size != 28), image_size, channels)
+    x, labels, classes = load_cifar10(data_dir, train) if dataset == "cifar10" else \
+        load_mnist(dataset, data_dir, train, pad=image_size != 28)
+    return fit_images(x, image_size, channels), labels, classes
 
 def load_folder(folder, image_size, channels):  # every image under folder, decoded once and cached there
     root = Path(folder)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    names = [p.relative_to(root).parts[0] if p.parent != root else "." for p in files]  # a sub-folder a class
+    classes = sorted(set(names))  # (torchvision's ImageFolder convention; images at the top: the class ".")
     stats = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     fingerprint = hashlib.sha1(repr((stats, image_size, channels)).encode()).hexdigest()
     cache = root / f".gan-cache-{image_size}px-{channels}ch.pt"
     with suppress(Exception):  # no cache, a stale one or an unreadable one: decode
         if (cached := torch.load(cache, weights_only=True))["fingerprint"] == fingerprint:
-            return cached["images"]
-    images, bad = [], []
-    for p in tqdm(files, "decoding images", unit="img", dynamic_ncols=True, disable=not files):
+            return cached["images"], cached["labels"], cached["classes"]
+    images, labels, bad = [], [], []
+    for p, name in tqdm(zip(files, names), "decoding images", len(files), unit="img", disable=not files):
         try:
             with Image.open(p) as im:
                 if im.mode.startswith("I"):  # 16-bit grayscale: to 8 bits without clipping at 255
@@ -217,15 +236,17 @@ def load_folder(folder, image_size, channels):  # every image under folder, deco
                     im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im.convert("RGBA"))
                 t = TF.pil_to_tensor(im.convert("RGB" if channels == 3 else "L"))
             images.append(TF.center_crop(TF.resize(t, image_size, antialias=True), [image_size, image_size]))
+            labels.append(classes.index(name))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             bad.append(str(p.relative_to(root)))
     if bad:
         print(f"warning: skipped {len(bad)} unreadable image(s): {', '.join(bad[:5])}", file=sys.stderr)
     if not images:
         raise UsageError(f"no usable images in {folder} (nested or flat {', '.join(sorted(IMAGE_EXTS))})")
+    data = dict(images=torch.stack(images), labels=torch.tensor(labels), classes=classes)
     with suppress(UsageError):  # a read-only folder: no cache, decode again next time
-        atomic_save({"fingerprint": fingerprint, "images": torch.stack(images)}, cache)
-    return torch.stack(images)
+        atomic_save(dict(data, fingerprint=fingerprint), cache)
+    return data["images"], data["labels"], classes
 
 EPOCH_METRICS = ["fid"]
 load_data = lambda args: load_images(args.dataset, args.data_dir, args.image_size, args.channels)
@@ -237,9 +258,9 @@ def to_output(x, args):
     return ((x.float() + 1) * 127.5).round().clamp(0, 255).byte()  # [-1, 1] -> uint8 (N, C, H, W)
 
 @torch.no_grad()
-def end_of_epoch(args, G, fixed_z, epoch, out):  # the fixed-noise grid and progress.png; no epoch values
+def end_of_epoch(args, G, fixed, epoch, out):  # the fixed-noise grid and progress.png; no epoch values
     from torchvision.utils import save_image
-    save_image(G(fixed_z).float() / 2 + 0.5, out / "samples" / f"epoch_{epoch + 1:03d}.png")
+    save_image(G(*fixed).float() / 2 + 0.5, out / "samples" / f"epoch_{epoch + 1:03d}.png")
     save_progress_strip(out)
     return {}
 # --- end shared: images ---
@@ -351,7 +372,8 @@ def load_checkpoint(path, args=None):  # weights_only: a file cannot run code; -
         raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:80]})") from None
     if script != SCRIPT:
         raise UsageError(f"{path} was written by {script}.py; load it with that script")
-    for k in ("dataset", "image_size", "channels", "z_dim", "noise", "g_width", "d_width", "depth", "pack"):
+    ck["args"] = {"conditional": False, "classes": ["."], **ck["args"]}  # as written before classes came in
+    for k in "dataset image_size channels z_dim noise g_width d_width depth pack conditional".split():
         if hasattr(args, k) and ck["args"].get(k) != getattr(args, k):
             raise UsageError(f"--resume: the checkpoint has --{k.replace('_', '-')} {ck['args'].get(k)}")
     return ck
@@ -393,15 +415,17 @@ def train(args):
                          f"{out} already holds a run: add --resume to continue it, or pick another --out-dir")
     (out / "samples").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    data, per_step = load_data(args), images_per_step(args)
+    (data, labels, args.classes), per_step = load_data(args), images_per_step(args)
     channels, args.steps_per_epoch = (data.shape[1] if data.dim() == 4 else None), len(data) // per_step
     if args.steps_per_epoch == 0:  # an epoch's partial last batch is dropped: BatchNorm wants full ones
         raise UsageError(f"the dataset has {len(data)} examples, fewer than the {per_step} one step needs")
+    if args.conditional and len(args.classes) < 2:
+        raise UsageError(f"--conditional: {args.dataset} has one class (a folder: a sub-folder a class)")
     if args.fid_every and channels:  # the Inception weights first: missing ones are an error before any work
         import fid
         fid_net = fid.load_inception(device=device)
     if data.nbytes <= 2 ** 31:  # the whole dataset on the device: no DataLoader in the hot loop
-        data = data.to(device)
+        data, labels = data.to(device), labels.to(device)
     elif device.type == "cuda":  # over 2 GiB it stays in (pinned) CPU memory: each batch goes over alone
         data = data.pin_memory()
     if args.compile and device.type == "mps" and torch.__version__ < "2.8":
@@ -430,6 +454,9 @@ def train(args):
     G_fwd, D_fwd = (torch.compile(m) if args.compile else m for m in (G, D))
     amp, pending, clock = autocast(device, args.amp), [], (time.perf_counter(), step)
     fixed_z = sample_noise(64, args, "cpu", torch.Generator().manual_seed(args.seed + 1))
+    if args.conditional:  # grids of a row per class (the first 10), the same noise in each column
+        fixed_z = fixed_z[:8].repeat(min(len(args.classes), 10), 1)
+    fixed_y = torch.arange(len(fixed_z)) // 8 % len(args.classes)  # (an unconditional G ignores labels)
 
     def save(epoch, pos):  # ckpt.pt, then metrics.csv's rows up to it: no row is ever ahead of ckpt.pt
         state = {k: m and m.state_dict() for k, m in nets.items()}
@@ -455,8 +482,9 @@ def train(args):
             bar = tqdm(range(pos, args.steps_per_epoch), f"epoch {epoch + 1}/{args.epochs}",
                        total=args.steps_per_epoch, initial=pos, unit="step", dynamic_ncols=True)
             for pos in bar:
-                real = batch_to_float(data[perm[pos * per_step:(pos + 1) * per_step]], device, args)
-                pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp, step)))
+                batch = perm[pos * per_step:(pos + 1) * per_step]
+                real, y = batch_to_float(data[batch], device, args), labels[batch].to(device)
+                pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, y, args, amp, step)))
                 step += 1
                 if G_ema is not None:
                     update_ema(G_ema, G, step, args.ema_decay)
@@ -482,7 +510,7 @@ def train(args):
                         sys.exit(128 + stop[0])
             G.eval()  # BatchNorm's running statistics: samples do not depend on the rest of their batch
             sampler = G if G_ema is None else standing_stats(G_ema, args, device)
-            extra = end_of_epoch(args, sampler, fixed_z.to(device), epoch, out)
+            extra = end_of_epoch(args, sampler, (fixed_z.to(device), fixed_y.to(device)), epoch, out)
             sample = torch.no_grad()(lambda n: to_output(sampler(sample_noise(n, args, device)), args))
             row = ["epoch", epoch + 1, step, int(time.time())]
             try:
@@ -509,18 +537,24 @@ def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (
     if not args.to or (ck["channels"] is None and not args.to.endswith(".npz")):  # 2-D points: .npz only
         raise UsageError("--generate needs --to FILE.npz or --to DIR/ (for 2-D points: FILE.npz)")
     cargs, device = argparse.Namespace(**ck["args"]), pick_device(args.device)
+    classes = [str(k) for k in range(len(cargs.classes))] if cargs.conditional else []
+    if args.label is not None and args.label not in ["all"] + classes:
+        raise UsageError(f"--label {args.label}: use 0 to {len(classes) - 1} or all" if classes else
+                         "--label: the checkpoint is not conditional (trained without --conditional)")
     G = build(cargs, ck["channels"])[0].to(device).eval()
     load_states(ck, {"G_ema" if ck["G_ema"] else "G": G})
     torch.manual_seed(args.seed)
-    x = torch.cat([to_output(G(sample_noise(min(500, args.generate - i), cargs, device)), cargs).cpu()
-                   for i in tqdm(range(0, args.generate, 500), "generating")])
+    y = torch.arange(args.generate) % len(cargs.classes)  # equal shares, or all of --label's class
+    y = y if args.label in (None, "all") else torch.full_like(y, int(args.label))
+    x = torch.cat([to_output(G(sample_noise(len(b), cargs, device), b.to(device)), cargs).cpu()
+                   for b in tqdm(y.split(500), "generating")])
     x = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).numpy()  # images as NHWC
     (Path(args.to).parent if args.to.endswith(".npz") else Path(args.to)).mkdir(parents=True, exist_ok=True)
     if args.to.endswith(".npz"):
-        np.savez(args.to, x=x)
+        np.savez(args.to, x=x, **({"y": y.numpy()} if classes else {}))
     else:
         for i, img in enumerate(x):
-            TF.to_pil_image(img).save(f"{args.to}/{i:06d}.png")
+            TF.to_pil_image(img).save(f"{args.to}/{i:06d}" + (f"_class{y[i]}.png" if classes else ".png"))
     print(f"wrote {len(x)} samples {x.dtype} {x.shape} to {args.to}")
 
 def main(argv=None):

@@ -4,14 +4,13 @@
     python explore.py out/dcgan-cifar10                  # a run folder, or a ckpt.pt
     python explore.py out/my-run --script my_gan.py      # networks from your hacked copy of a script
 
-It prints its address (http://127.0.0.1:8000/ unless --host or --port say otherwise) and serves one page:
+It serves one page at the address it prints (http://127.0.0.1:8000/ unless --host or --port say otherwise):
 the run (script, dataset, epoch, flags, latest FID, loss curves, progress.png), followed while it trains;
-the EMA generator's samples for any seed and temperature; walks between two samples you click (slerp for
-normal noise, linear for uniform); each picture downloads as a PNG. A 2-D mlp_gan.py run shows a scatter
-of samples over the mode centres. Standard library and the scripts' own dependencies only, no network.
-The scripts never import this file; it imports the one that wrote the checkpoint (build(), sample_noise(),
-to_output()) from beside itself, or --script. Measured (2 AMD EPYC cores with AVX2, torch 2.14.1, 2026-12-01):
-the page's 64-image grid of dcgan.py's 32x32 generator in 88 ms over HTTP (bench/: explore).
+the EMA generator's samples for any seed, temperature and (of a --conditional run) class; walks between two
+samples you click (slerp for normal noise, linear for uniform); PNG downloads; for a 2-D mlp_gan.py run, a
+scatter over the mode centres. Standard library and the scripts' own dependencies, no network. It imports the
+script that wrote the checkpoint (build(), sample_noise(), to_output()), or --script; no script imports it.
+Measured on 2 AVX2 EPYC cores, torch 2.14.1, 2026-12-01: a 64-image grid of dcgan.py's G in 88 ms over HTTP.
 """
 import argparse, csv, importlib.util, io, json, math, os, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -77,7 +76,7 @@ class Run:
         if not (isinstance(ck, dict) and isinstance(ck.get("script"), str) and "args" in ck):
             raise UsageError(f"{self.ckpt} is not a checkpoint written by dcgan.py, wgan_sn.py or mlp_gan.py")
         module = load_script(ck["script"], self.script)
-        args = argparse.Namespace(**ck["args"])
+        args = argparse.Namespace(**{"conditional": False, "classes": ["."], **ck["args"]})  # (older ones)
         device = module.pick_device(self.device_name)
         G = module.build(args, ck["channels"])[0]
         G.load_state_dict(ck["G_ema"] if ck.get("G_ema") is not None else ck["G"])
@@ -99,7 +98,7 @@ class Run:
         m, a = self.meta, self.args
         return dict(script=m["script"], dataset=a.dataset, epoch=m["epoch"], epochs=a.epochs, step=m["step"],
                     fid=self.latest_fid(), points=m["channels"] is None, noise=a.noise,
-                    image_size=getattr(a, "image_size", None), classes=m.get("classes"),
+                    image_size=getattr(a, "image_size", None), classes=a.classes if a.conditional else None,
                     flags=dict(sorted(vars(a).items())), version=self.version, warning=self.warning,
                     progress=(self.folder / "progress.png").is_file())
 
@@ -119,10 +118,10 @@ class Run:
         return z * temperature
 
     @torch.no_grad()
-    def picture(self, z, nrow, title=""):  # PNG bytes: a grid of the images G makes of z, or a 2-D scatter
+    def picture(self, z, y, nrow, title=""):  # PNG bytes: a grid of the images G makes of z, or a 2-D scatter
         png = io.BytesIO()
         with self.lock:
-            out = self.module.to_output(self.G(z.to(self.device)), self.args).cpu()
+            out = self.module.to_output(self.G(z.to(self.device), y.to(self.device)), self.args).cpu()
             if self.meta["channels"] is None:
                 self.module.scatter(out, self.module.mixture(self.args.dataset)[0], png, title)
                 return png.getvalue()
@@ -130,26 +129,27 @@ class Run:
         Image.fromarray(grid.permute(1, 2, 0).numpy()).save(png, format="PNG")
         return png.getvalue()
 
-    def label(self, query):  # classes come with a conditional checkpoint only
-        if "label" in query and not self.meta.get("classes"):
+    def labels(self, query, n):  # conditional: all of class ?label=K, or a row a class (-1, the default)
+        if "label" in query and not self.args.conditional:
             raise BadRequest("this checkpoint has no classes (it was not trained with --conditional)")
+        k, classes = number(query, "label", int, -1, len(self.args.classes) - 1, -1), len(self.args.classes)
+        return torch.arange(n) // math.ceil(math.sqrt(n)) % classes if k < 0 else torch.full((n,), k)
 
     def grid(self, query):
-        self.label(query)
         n, seed = number(query, "n", int, 8, 256, 64), number(query, "seed", int, 0, 2 ** 31 - 1, 0)
         z = self.noise(n, seed, number(query, "temperature", float, 0.05, 3, 1))
-        return self.picture(z, math.ceil(math.sqrt(n)), f"{n} samples, seed {seed}")
+        return self.picture(z, self.labels(query, n), math.ceil(math.sqrt(n)), f"{n} samples, seed {seed}")
 
-    def walk(self, query):
-        self.label(query)
+    def walk(self, query):  # a conditional G walks in the class of the first sample
         if self.meta["channels"] is None:
             raise BadRequest("a 2-D run has points, not images, to walk between")
         n, seed = number(query, "n", int, 8, 256, 64), number(query, "seed", int, 0, 2 ** 31 - 1, 0)
         a, b = number(query, "a", int, 0, n - 1, 0), number(query, "b", int, 0, n - 1, 1)
-        steps = number(query, "steps", int, 2, 32, 10)
+        steps, y = number(query, "steps", int, 2, 32, 10), self.labels(query, n)
         z = self.noise(n, seed, number(query, "temperature", float, 0.05, 3, 1))
         between = slerp if self.args.noise == "normal" else torch.lerp  # uniform noise: a straight line
-        return self.picture(torch.stack([between(z[a], z[b], t) for t in torch.linspace(0, 1, steps)]), steps)
+        frames = torch.stack([between(z[a], z[b], t) for t in torch.linspace(0, 1, steps)])
+        return self.picture(frames, y[a].repeat(steps), steps)
 
     def file(self, relative):  # only the run's images and metrics.csv, nothing outside its folder
         path = (self.folder / unquote(relative)).resolve()
@@ -212,7 +212,8 @@ label{margin-right:12px} input[type=number]{width:90px} td{padding:0 10px 0 0}
   <label>seed <input id="seed" type="number" value="0" min="0"></label>
   <button id="new">new samples</button>
   <label>temperature <input id="temp" type="range" min="0.1" max="2" step="0.05" value="1">
-  <span id="tval">1.00</span></label> <a id="dlgrid" download>download PNG</a></div>
+  <span id="tval">1.00</span></label> <label id="classbox" hidden>class <select id="label"></select></label>
+  <a id="dlgrid" download>download PNG</a></div>
   <div id="hint" class="muted">Click two samples to walk between them.</div>
   <img id="grid" class="px" alt="samples"></section>
 <section id="walkbox" hidden><b>Walk</b> <span id="walkinfo" class="muted"></span>
@@ -227,6 +228,7 @@ function enlarge(img, width) {  // a whole-number zoom: pixels stay sharp
 }
 function query(extra) {
   const q = {n: $("n").value, seed: $("seed").value, temperature: $("temp").value, ...extra};
+  if (info.classes) q.label = $("label").value;
   return new URLSearchParams(q).toString() + "&v=" + info.version;
 }
 function showGrid() {
@@ -238,8 +240,7 @@ function showWalk() {
   const [a, b] = picks, url = "/api/walk?" + query({a, b, steps: 10});
   $("walkbox").hidden = false; $("walk").src = url; $("dlwalk").href = url;
   $("dlwalk").download = `walk-seed${$("seed").value}-${a}-${b}.png`;
-  const how = info.noise == "normal" ? "slerp" : "linear";
-  $("walkinfo").textContent = `from sample ${a} to sample ${b} (${how})`;
+  $("walkinfo").textContent = `sample ${a} to sample ${b} (${info.noise == "normal" ? "slerp" : "linear"})`;
 }
 $("grid").onload = () => enlarge($("grid"), 560); $("walk").onload = () => enlarge($("walk"), 840);
 $("grid").onclick = e => {  // which cell: the grid has 2-px gaps, ceil(sqrt(n)) images a row
@@ -253,10 +254,9 @@ $("grid").onclick = e => {  // which cell: the grid has 2-px gaps, ceil(sqrt(n))
   $("hint").textContent = picks.length == 1 ? `sample ${i} picked: click another` : "";
   if (picks.length == 2) { showWalk(); picks = []; }
 };
-$("n").onchange = showGrid; $("seed").onchange = showGrid;
+for (const id of ["n", "seed", "temp", "label"]) $(id).onchange = showGrid;
 $("new").onclick = () => { $("seed").value = Math.floor(Math.random() * 1e6); showGrid(); };
 $("temp").oninput = () => { $("tval").textContent = (+$("temp").value).toFixed(2); };
-$("temp").onchange = showGrid;
 function showRun() {
   $("title").textContent = `${info.script}.py on ${info.dataset}`;
   $("meta").textContent = `epoch ${info.epoch} of ${info.epochs}, step ${info.step}, ${info.noise} noise`;
@@ -266,6 +266,10 @@ function showRun() {
   if (info.progress) $("progress").src = `/run/progress.png?v=${info.version}`;
   drawCurves();
   const escape = text => String(text).replace(/[<&]/g, c => c == "<" ? "&lt;" : "&amp;");
+  $("classbox").hidden = !info.classes;
+  if (info.classes && !$("label").options.length)  // once: "a row each" (-1), then the classes
+    ["a row each", ...info.classes.map((c, i) => `${i}: ${c}`)]
+      .forEach((text, i) => $("label").add(new Option(text, i - 1)));
   $("flags").innerHTML = Object.entries(info.flags).map(([k, v]) =>
     `<tr><td>--${k.replaceAll("_", "-")}</td><td>${escape(v)}</td></tr>`).join("");
 }

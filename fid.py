@@ -211,7 +211,6 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
         raise UsageError(f"statistics of different sizes: {mu1.shape} and {mu2.shape}")
     if not all(np.isfinite(a).all() for a in (mu1, mu2, sigma1, sigma2)):  # sqrtm would hang on them
         raise UsageError("statistics that hold NaN or infinite values")
-    diff = mu1 - mu2
     # No disp= argument: scipy 1.18 removed it, and without it every version returns the root alone.
     covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():  # singular product: nudge both covariances off singularity
@@ -221,7 +220,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
             raise ValueError(f"sqrtm gave a large imaginary part ({np.abs(covmean.imag).max():.3g})")
         covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    return float((mu1 - mu2) @ (mu1 - mu2) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 def inception_score(logits, splits=10):
     """exp(E_x KL(p(y|x) || p(y))) over `splits` equal parts: (mean, std), as torch-fidelity defines it."""
@@ -246,20 +245,22 @@ def kernel_inception_distance(f1, f2, subsets=100, subset_size=1000, degree=3, c
 
 # --- Inputs and cached reference statistics ------------------------------------------------------
 # --- shared: mnist (the same code in every script and fid.py) ---
-def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28); pad: to 32x32 with zeros
+def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28), labels, class names
     from torchvision import datasets
     folder = "MNIST" if dataset == "mnist" else "FashionMNIST"
     try:  # uses the raw IDX files when they are there, downloads (md5-checked) when not
-        x = getattr(datasets, folder)(data_dir, train=train, download=True).data[:, None]
+        mnist = getattr(datasets, folder)(data_dir, train=train, download=True)
     except Exception as e:  # offline, or corrupt files
         raise UsageError(f"{dataset}: expected {Path(data_dir) / folder}/raw/{'train' if train else 't10k'}-"
                          f"images-idx3-ubyte (and labels); no download ({type(e).__name__}: {e})") from None
-    return F.pad(x, (2, 2, 2, 2)) if pad else x
+    x = mnist.data[:, None]
+    return (F.pad(x, (2, 2, 2, 2)) if pad else x), mnist.targets, mnist.classes  # pad: to 32x32 with zeros
 # --- end shared: mnist ---
 
 # --- shared: cifar10 (the same code in dcgan.py, wgan_sn.py and fid.py) ---
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive, checked only on download
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 class ArrayUnpickler(pickle.Unpickler):  # CIFAR's batches are pickles: numpy arrays only, no code
     def find_class(self, module, name):
@@ -268,19 +269,20 @@ class ArrayUnpickler(pickle.Unpickler):  # CIFAR's batches are pickles: numpy ar
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
         return super().find_class(module, name)
 
-def load_cifar10(data_dir, train=True):  # uint8 (N, 3, 32, 32); read here: torchvision's loader wants md5s
+def load_cifar10(data_dir, train=True):  # uint8 (N, 3, 32, 32), labels, class names (torchvision wants md5s)
     folder = Path(data_dir) / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
     from torchvision.datasets.utils import download_and_extract_archive
     try:
         if not all((folder / n).is_file() for n in names):
             download_and_extract_archive(CIFAR_URL, str(data_dir), md5=CIFAR_MD5)
-        arrays = [ArrayUnpickler(io.BytesIO((folder / n).read_bytes()), encoding="latin1").load()["data"]
-                  for n in names]
+        batches = [ArrayUnpickler(io.BytesIO((folder / n).read_bytes()), encoding="latin1").load()
+                   for n in names]
+        x, labels = np.concatenate([b["data"] for b in batches]), [y for b in batches for y in b["labels"]]
     except Exception as e:  # offline, or a file that is not a CIFAR-10 python batch
         raise UsageError(f"cifar10: no CIFAR-10 python batches {folder}/{{{','.join(names)}}} and no "
                          f"download of {CIFAR_URL} ({type(e).__name__}: {e})") from None
-    return torch.from_numpy(np.concatenate(arrays).reshape(-1, 3, 32, 32))
+    return torch.from_numpy(x.reshape(-1, 3, 32, 32)), torch.tensor(labels), CIFAR_CLASSES
 # --- end shared: cifar10 ---
 
 def load_folder(folder, image_size=None):  # RGB uint8 (N, 3, S, S), S: image_size or the first image's side
@@ -325,7 +327,7 @@ def load_input(spec, n=None, data_dir="data", image_size=None):
     if name not in ("mnist", "fashion-mnist", "cifar10") or split not in ("train", "test", ""):
         raise UsageError(f"{spec!r} is not a folder, an .npz, or mnist|fashion-mnist|cifar10:train|test")
     train = split != "test"
-    x = load_cifar10(data_dir, train) if name == "cifar10" else load_mnist(name, data_dir, train)
+    x = (load_cifar10(data_dir, train) if name == "cifar10" else load_mnist(name, data_dir, train))[0]
     if image_size and x.shape[-1] != image_size:
         from torchvision.transforms.v2.functional import resize
         x = resize(x, [image_size, image_size], antialias=True)

@@ -4,6 +4,7 @@
     python mlp_gan.py                       # 25 Gaussians on a grid: all 25 modes, >95% high quality, <3 min
     python mlp_gan.py --dataset ring8
     python mlp_gan.py --dataset mnist       # 20 epochs, about 3 minutes on a 2-core CPU
+    python mlp_gan.py --dataset mnist --conditional   # G and D are given the digit: a row a digit in grids
     python mlp_gan.py --dataset mnist --lite   # 10k images, 100 short epochs, about 2.5 minutes
 
 grid25: 25 Gaussians at {-4,-2,0,2,4}^2, std 0.05; ring8: 8 on a circle of radius 2, std 0.02.
@@ -13,9 +14,8 @@ mode, a mode is captured when a high-quality sample is nearest to it, and KL(sam
 Measured on 2 AMD EPYC cores, torch 2.14.1, 2026-11-26: the defaults capture 25/25 modes with
 95.4-97.0% high-quality samples in 5 of 5 seeds, 142-169 s each; ring8 8/8 at 96.0%. What got there:
 the R1 penalty, ReLU in G, equal learning rates of 1e-3, the EMA of G and a final learning-rate decay.
-Where to hack: a new loss or penalty in train_step(); new networks in MLPGenerator and MLPDiscriminator
-(made in build()); a new 2-D benchmark in mixture(). Below the '# --- shared' markers: the same code in
-every script.
+Where to hack: a new loss or penalty in train_step(); networks in MLPGenerator and MLPDiscriminator (made in
+build()); a new 2-D benchmark in mixture(). Below the '# --- shared' markers: the same code in every script.
 """
 import argparse, copy, csv, functools, math, os, signal, sys, time
 from contextlib import nullcontext, suppress
@@ -75,7 +75,9 @@ def common_flags(description, datasets):
     a("--fid-samples", type=number(int, 2), default=5000, help="samples (and training images) per FID")
     a("--generate", type=one, metavar="N", help="write N samples from --ckpt to --to, then exit")
     a("--ckpt", help="checkpoint for --generate (default <out-dir>/ckpt.pt)")
-    a("--to", help="FILE.npz (uint8 NHWC, key x) or DIR/ of PNGs")
+    a("--to", help="FILE.npz (uint8 NHWC, key x; labels: key y) or DIR/ of PNGs")
+    a("--conditional", action="store_true", help="class-conditional: G and D are given the class label too")
+    a("--label", help="--generate of a conditional run: a class index, or all (equal shares, the default)")
     return p
 # --- end shared: flags ---
 
@@ -94,8 +96,7 @@ def parse_args(argv=None):
     a("--steps-per-epoch", type=one, default=1000, help="2-D sets: batches per epoch")
     a("--lr-decay-from", type=number(float, 0, 1), default=None, metavar="FRACTION",
       help="2-D sets: from this fraction of the run, both learning rates fall linearly to 0 (default 0.6)")
-    a("--lite", action="store_true",
-      help="images: 10k training images, 64-d latent, narrower layers, 100 epochs (about 2.5 minutes)")
+    a("--lite", action="store_true", help="images: 10k of them, 64-d latent, narrower layers, 100 epochs")
     p.set_defaults(epochs=None, batch_size=None, z_dim=None, lr_g=None, lr_d=None, amp=None, image_size=28)
     args = p.parse_args(argv)
     # Dataset-dependent defaults, from sweeps on grid25 and MNIST: the R1 penalty mattered most (all modes
@@ -148,48 +149,58 @@ class MLPGenerator(nn.Sequential):
 
     ReLU, not LeakyReLU: units that switch fully off let G be flat inside a mode and steep between
     modes; with LeakyReLU(0.2) grid25 kept bridges of samples between modes."""
-    def __init__(self, z_dim, out_dim, width=256, depth=3, tanh=True):
-        layers, d = [], z_dim
+    def __init__(self, z_dim, out_dim, width=256, depth=3, tanh=True, classes=0):
+        layers, d = [], z_dim + classes
         for _ in range(depth):
             layers += [nn.Linear(d, width), nn.ReLU(True)]
             d = width
         super().__init__(*layers, nn.Linear(d, out_dim), *[nn.Tanh()] * tanh)
+        self.classes = classes  # conditional: the one-hot label beside z; the first layer's weights embed it
+
+    def forward(self, z, y=None):  # y: class labels (a conditional G without them: the classes in turn)
+        if self.classes:
+            y = torch.arange(len(z), device=z.device) % self.classes if y is None else y
+            z = torch.cat([z, F.one_hot(y, self.classes).to(z.dtype)], 1)
+        return super().forward(z)
 
 class MLPDiscriminator(nn.Module):
     """x (packed: `pack` samples side by side) -> [Linear + LeakyReLU(0.2) (+ Dropout)] x depth -> a logit."""
-    def __init__(self, in_dim, width=256, depth=3, pack=1, dropout=0.0):
+    def __init__(self, in_dim, width=256, depth=3, pack=1, dropout=0.0, classes=0):
         super().__init__()
-        self.pack = pack
-        layers, d = [], in_dim * pack
+        self.pack, self.classes = pack, classes
+        layers, d = [], (in_dim + classes) * pack
         for _ in range(depth):
             layers += [nn.Linear(d, width), nn.LeakyReLU(0.2, True)] + [nn.Dropout(dropout)] * (dropout > 0)
             d = width
         layers += [nn.Linear(d, 1)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x, y=None):
+        if self.classes:  # conditional: each sample's one-hot label beside it
+            x = torch.cat([x, F.one_hot(y, self.classes).to(x.dtype)], 1)
         return self.net(x.reshape(len(x) // self.pack, -1)).flatten()
 
 def build(args, channels):
     """The two networks of a run, G and D (the loop moves them to the device and adds the optimisers)."""
     dim = 2 if channels is None else channels * args.image_size ** 2
-    return (MLPGenerator(args.z_dim, dim, args.g_width, args.depth, tanh=channels is not None),
-            MLPDiscriminator(dim, args.d_width, args.depth, args.pack, args.d_dropout))
+    classes = len(args.classes) if args.conditional else 0
+    return (MLPGenerator(args.z_dim, dim, args.g_width, args.depth, channels is not None, classes),
+            MLPDiscriminator(dim, args.d_width, args.depth, args.pack, args.d_dropout, classes))
 
 # --- Training step ------------------------------------------------------------------------------
 def images_per_step(args):
     return args.batch_size
 
-def r1_penalty(D, real, pack):
+def r1_penalty(D, real, y, pack):
     """E ||grad_x D(x)||^2 over D's (packed) real inputs, in fp32: it pulls D flat where the data is."""
     D = getattr(D, "_orig_mod", D)  # uncompiled: torch.compile's backward cannot be differentiated again
     real = real.detach().float().requires_grad_(True)
-    grad, = torch.autograd.grad(D(real).sum(), real, create_graph=True)
+    grad, = torch.autograd.grad(D(real, y).sum(), real, create_graph=True)
     return grad.pow(2).sum() / (len(real) // pack)
 
-def train_step(G, D, opt_G, opt_D, real, args, amp, step):
-    """One D update on real vs G(z) (packed; + the R1 penalty), one non-saturating G update.
-    Returns 0-d tensors (STEP_METRICS; loss_d without the penalty)."""
+def train_step(G, D, opt_G, opt_D, real, y, args, amp, step):
+    """One D update on real vs G(z) (packed; + the R1 penalty), one non-saturating G update; fakes get
+    the labels y of the reals. Returns 0-d tensors (STEP_METRICS; loss_d without the penalty)."""
     n, device = len(real), real.device
     if args.dataset in POINT_SETS and args.lr_decay_from < 1:  # both rates fall linearly to 0 at the end
         scale = min(1.0, (1 - step / (args.epochs * args.steps_per_epoch)) / (1 - args.lr_decay_from))
@@ -200,19 +211,19 @@ def train_step(G, D, opt_G, opt_D, real, args, amp, step):
     zeros, ones = torch.zeros(m, device=device), torch.ones(m, device=device)
     z = sample_noise(n, args, device)
     with amp:
-        fake = G(z).detach()
-        d_real, d_fake = D(real), D(fake)
+        fake = G(z, y).detach()
+        d_real, d_fake = D(real, y), D(fake, y)
         loss_d = F.binary_cross_entropy_with_logits(d_real, real_target) + \
             F.binary_cross_entropy_with_logits(d_fake, zeros)
     penalty = 0
     if args.r1 and (step + 1) % args.r1_every == 0:  # lazy, scaled up to match (StyleGAN2)
-        penalty = args.r1 * args.r1_every / 2 * r1_penalty(D, real, args.pack)
+        penalty = args.r1 * args.r1_every / 2 * r1_penalty(D, real, y, args.pack)
     opt_D.zero_grad(set_to_none=True)
     (loss_d + penalty).backward()
     opt_D.step()
     z = sample_noise(n, args, device)
     with amp:
-        loss_g = F.binary_cross_entropy_with_logits(D(G(z)), ones)
+        loss_g = F.binary_cross_entropy_with_logits(D(G(z, y), y), ones)
     opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_G.step()
@@ -220,14 +231,15 @@ def train_step(G, D, opt_G, opt_D, real, args, amp, step):
             torch.sigmoid(d_fake.detach().float()).mean()]
 
 # --- Data, samples and evaluation for this script ------------------------------------------------
-def load_data(args):
+def load_data(args):  # images or points, labels, class names
     if args.dataset in POINT_SETS:  # infinite data: batch_to_float() draws fresh points, this counts them
-        return torch.zeros(args.steps_per_epoch * args.batch_size, 0)
-    x = load_mnist(args.dataset, args.data_dir, pad=args.image_size != 28)
-    x = fit_images(x, args.image_size, args.channels)
+        n = args.steps_per_epoch * args.batch_size
+        return torch.zeros(n, 0), torch.zeros(n, dtype=torch.long), [args.dataset]
+    x, labels, classes = load_mnist(args.dataset, args.data_dir, pad=args.image_size != 28)
     if args.lite:
-        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[:10000]]
-    return x
+        keep = torch.randperm(len(x), generator=torch.Generator().manual_seed(args.seed))[:10000]
+        x, labels = x[keep], labels[keep]
+    return fit_images(x, args.image_size, args.channels), labels, classes
 
 def batch_to_float(batch, device, args):
     if args.dataset in POINT_SETS:
@@ -242,16 +254,16 @@ def to_output(x, args):
     return ((x + 1) * 127.5).round().clamp(0, 255).byte()
 
 @torch.no_grad()
-def end_of_epoch(args, G, fixed_z, epoch, out):
+def end_of_epoch(args, G, fixed, epoch, out):
     """2-D: mode metrics on 2,500 samples and a scatter plot. Images: the fixed-noise grid."""
     from torchvision.utils import save_image
     path = out / "samples" / f"epoch_{epoch + 1:03d}.png"
     if args.dataset not in POINT_SETS:
-        save_image(to_output(G(fixed_z), args).float() / 255, path)
+        save_image(to_output(G(*fixed), args).float() / 255, path)
         save_progress_strip(out)
         return {}
     centres, std = mixture(args.dataset)
-    points = G(sample_noise(2500, args, fixed_z.device)).float().cpu()
+    points = G(sample_noise(2500, args, fixed[0].device)).float().cpu()
     modes, hq, kl = mode_metrics(points, centres, std)
     print(f"epoch {epoch + 1}: {modes}/{len(centres)} modes captured, {hq:.1f}% high quality, KL {kl:.3f}")
     scatter(points, centres, path, f"epoch {epoch + 1}: {modes} modes, {hq:.1f}% HQ")
@@ -273,15 +285,16 @@ def scatter(points, centres, path, title):
     plt.close(fig)
 
 # --- shared: mnist (the same code in every script and fid.py) ---
-def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28); pad: to 32x32 with zeros
+def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28), labels, class names
     from torchvision import datasets
     folder = "MNIST" if dataset == "mnist" else "FashionMNIST"
     try:  # uses the raw IDX files when they are there, downloads (md5-checked) when not
-        x = getattr(datasets, folder)(data_dir, train=train, download=True).data[:, None]
+        mnist = getattr(datasets, folder)(data_dir, train=train, download=True)
     except Exception as e:  # offline, or corrupt files
         raise UsageError(f"{dataset}: expected {Path(data_dir) / folder}/raw/{'train' if train else 't10k'}-"
                          f"images-idx3-ubyte (and labels); no download ({type(e).__name__}: {e})") from None
-    return F.pad(x, (2, 2, 2, 2)) if pad else x
+    x = mnist.data[:, None]
+    return (F.pad(x, (2, 2, 2, 2)) if pad else x), mnist.targets, mnist.classes  # pad: to 32x32 with zeros
 # --- end shared: mnist ---
 
 # --- shared: skeleton (device, data, EMA, checkpoints, the loop: the same code in every script) ---
@@ -391,7 +404,8 @@ def load_checkpoint(path, args=None):  # weights_only: a file cannot run code; -
         raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:80]})") from None
     if script != SCRIPT:
         raise UsageError(f"{path} was written by {script}.py; load it with that script")
-    for k in ("dataset", "image_size", "channels", "z_dim", "noise", "g_width", "d_width", "depth", "pack"):
+    ck["args"] = {"conditional": False, "classes": ["."], **ck["args"]}  # as written before classes came in
+    for k in "dataset image_size channels z_dim noise g_width d_width depth pack conditional".split():
         if hasattr(args, k) and ck["args"].get(k) != getattr(args, k):
             raise UsageError(f"--resume: the checkpoint has --{k.replace('_', '-')} {ck['args'].get(k)}")
     return ck
@@ -433,15 +447,17 @@ def train(args):
                          f"{out} already holds a run: add --resume to continue it, or pick another --out-dir")
     (out / "samples").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    data, per_step = load_data(args), images_per_step(args)
+    (data, labels, args.classes), per_step = load_data(args), images_per_step(args)
     channels, args.steps_per_epoch = (data.shape[1] if data.dim() == 4 else None), len(data) // per_step
     if args.steps_per_epoch == 0:  # an epoch's partial last batch is dropped: BatchNorm wants full ones
         raise UsageError(f"the dataset has {len(data)} examples, fewer than the {per_step} one step needs")
+    if args.conditional and len(args.classes) < 2:
+        raise UsageError(f"--conditional: {args.dataset} has one class (a folder: a sub-folder a class)")
     if args.fid_every and channels:  # the Inception weights first: missing ones are an error before any work
         import fid
         fid_net = fid.load_inception(device=device)
     if data.nbytes <= 2 ** 31:  # the whole dataset on the device: no DataLoader in the hot loop
-        data = data.to(device)
+        data, labels = data.to(device), labels.to(device)
     elif device.type == "cuda":  # over 2 GiB it stays in (pinned) CPU memory: each batch goes over alone
         data = data.pin_memory()
     if args.compile and device.type == "mps" and torch.__version__ < "2.8":
@@ -470,6 +486,9 @@ def train(args):
     G_fwd, D_fwd = (torch.compile(m) if args.compile else m for m in (G, D))
     amp, pending, clock = autocast(device, args.amp), [], (time.perf_counter(), step)
     fixed_z = sample_noise(64, args, "cpu", torch.Generator().manual_seed(args.seed + 1))
+    if args.conditional:  # grids of a row per class (the first 10), the same noise in each column
+        fixed_z = fixed_z[:8].repeat(min(len(args.classes), 10), 1)
+    fixed_y = torch.arange(len(fixed_z)) // 8 % len(args.classes)  # (an unconditional G ignores labels)
 
     def save(epoch, pos):  # ckpt.pt, then metrics.csv's rows up to it: no row is ever ahead of ckpt.pt
         state = {k: m and m.state_dict() for k, m in nets.items()}
@@ -495,8 +514,9 @@ def train(args):
             bar = tqdm(range(pos, args.steps_per_epoch), f"epoch {epoch + 1}/{args.epochs}",
                        total=args.steps_per_epoch, initial=pos, unit="step", dynamic_ncols=True)
             for pos in bar:
-                real = batch_to_float(data[perm[pos * per_step:(pos + 1) * per_step]], device, args)
-                pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp, step)))
+                batch = perm[pos * per_step:(pos + 1) * per_step]
+                real, y = batch_to_float(data[batch], device, args), labels[batch].to(device)
+                pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, y, args, amp, step)))
                 step += 1
                 if G_ema is not None:
                     update_ema(G_ema, G, step, args.ema_decay)
@@ -522,7 +542,7 @@ def train(args):
                         sys.exit(128 + stop[0])
             G.eval()  # BatchNorm's running statistics: samples do not depend on the rest of their batch
             sampler = G if G_ema is None else standing_stats(G_ema, args, device)
-            extra = end_of_epoch(args, sampler, fixed_z.to(device), epoch, out)
+            extra = end_of_epoch(args, sampler, (fixed_z.to(device), fixed_y.to(device)), epoch, out)
             sample = torch.no_grad()(lambda n: to_output(sampler(sample_noise(n, args, device)), args))
             row = ["epoch", epoch + 1, step, int(time.time())]
             try:
@@ -549,18 +569,24 @@ def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (
     if not args.to or (ck["channels"] is None and not args.to.endswith(".npz")):  # 2-D points: .npz only
         raise UsageError("--generate needs --to FILE.npz or --to DIR/ (for 2-D points: FILE.npz)")
     cargs, device = argparse.Namespace(**ck["args"]), pick_device(args.device)
+    classes = [str(k) for k in range(len(cargs.classes))] if cargs.conditional else []
+    if args.label is not None and args.label not in ["all"] + classes:
+        raise UsageError(f"--label {args.label}: use 0 to {len(classes) - 1} or all" if classes else
+                         "--label: the checkpoint is not conditional (trained without --conditional)")
     G = build(cargs, ck["channels"])[0].to(device).eval()
     load_states(ck, {"G_ema" if ck["G_ema"] else "G": G})
     torch.manual_seed(args.seed)
-    x = torch.cat([to_output(G(sample_noise(min(500, args.generate - i), cargs, device)), cargs).cpu()
-                   for i in tqdm(range(0, args.generate, 500), "generating")])
+    y = torch.arange(args.generate) % len(cargs.classes)  # equal shares, or all of --label's class
+    y = y if args.label in (None, "all") else torch.full_like(y, int(args.label))
+    x = torch.cat([to_output(G(sample_noise(len(b), cargs, device), b.to(device)), cargs).cpu()
+                   for b in tqdm(y.split(500), "generating")])
     x = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).numpy()  # images as NHWC
     (Path(args.to).parent if args.to.endswith(".npz") else Path(args.to)).mkdir(parents=True, exist_ok=True)
     if args.to.endswith(".npz"):
-        np.savez(args.to, x=x)
+        np.savez(args.to, x=x, **({"y": y.numpy()} if classes else {}))
     else:
         for i, img in enumerate(x):
-            TF.to_pil_image(img).save(f"{args.to}/{i:06d}.png")
+            TF.to_pil_image(img).save(f"{args.to}/{i:06d}" + (f"_class{y[i]}.png" if classes else ".png"))
     print(f"wrote {len(x)} samples {x.dtype} {x.shape} to {args.to}")
 
 def main(argv=None):

@@ -2,7 +2,7 @@
 """wgan_sn.py: Wasserstein GAN with a spectrally normalised critic (Miyato et al. 2018), in one file.
 
     python wgan_sn.py --dataset cifar10 --epochs 20
-    python wgan_sn.py --dataset fashion-mnist --epochs 20
+    python wgan_sn.py --dataset fashion-mnist --conditional  # conditional BatchNorm in G, a projection critic
     python wgan_sn.py --loss wasserstein --gp 10 --n-critic 5
     python wgan_sn.py --generate 10000 --ckpt out/wgan_sn-cifar10/ckpt.pt --to samples.npz
 
@@ -73,17 +73,14 @@ def common_flags(description, datasets):
     a("--fid-samples", type=number(int, 2), default=5000, help="samples (and training images) per FID")
     a("--generate", type=one, metavar="N", help="write N samples from --ckpt to --to, then exit")
     a("--ckpt", help="checkpoint for --generate (default <out-dir>/ckpt.pt)")
-    a("--to", help="FILE.npz (uint8 NHWC, key x) or DIR/ of PNGs")
+    a("--to", help="FILE.npz (uint8 NHWC, key x; labels: key y) or DIR/ of PNGs")
+    a("--conditional", action="store_true", help="class-conditional: G and D are given the class label too")
+    a("--label", help="--generate of a conditional run: a class index, or all (equal shares, the default)")
     return p
 # --- end shared: flags ---
 
-# The recipe by dataset; flags win. CIFAR-10 and folders: SN-GAN's reference code (one critic step, betas
-# (0, 0.9), a double G batch, lr decay to 0) with its N(0, 0.02) init: with torch's default init the critic
-# stayed at chance and G collapsed. Half widths: an epoch costs 2.2x dcgan.py's, not 7x; batch 32: twice the
-# steps in the same time, FID 39.7 after 20 epochs against 45.1 at 64. No better at 20 epochs: lr 4e-4 for
-# both (40.9) or the critic (40.5); batch 16 with a single G batch (41.3); --hflip (41.4; 40.5 with EMA decay
-# 0.9999); a critic of width 48 with a single G batch (50.8) or of width 24 (43.8). On Fashion-MNIST betas
-# (0, 0.9) made G drop the shoes and bags; (0.5, 0.999) keeps every class.
+# The recipe by dataset (flags win): for CIFAR-10 and folders SN-GAN's reference code at half width and
+# batch 32; for MNIST and Fashion-MNIST gentler betas, which kept every class. Why, what failed: README.md.
 RECIPES = {"sngan": dict(beta1=0.0, beta2=0.9, g_batch_mult=2, lr_decay=True, init_std=0.02, g_width=256,
                          d_width=32, batch_size=32),  # cifar10, folder
            "gentle": dict(beta1=0.5, beta2=0.999, g_batch_mult=1, lr_decay=False, init_std=0, g_width=512,
@@ -92,8 +89,7 @@ RECIPES = {"sngan": dict(beta1=0.0, beta2=0.9, g_batch_mult=2, lr_decay=True, in
 def parse_args(argv=None):
     p = common_flags(__doc__.splitlines()[0], ["cifar10", "mnist", "fashion-mnist", "folder"])
     a, one = p.add_argument, number(int, 1)
-    # Hinge: with the plain Wasserstein loss this critic diverged; --loss wasserstein --gp 10 is stable.
-    a("--loss", choices=["wasserstein", "hinge"], default="hinge")
+    a("--loss", choices=["wasserstein", "hinge"], default="hinge", help="wasserstein needs --gp 10 here")
     a("--gp", type=number(float, 0), default=0.0, metavar="LAMBDA", help="WGAN-GP gradient penalty weight")
     a("--n-critic", type=one, default=1, help="critic updates per generator update")
     for flag, how, text in [  # unset, these follow the dataset (RECIPES, listed in --help's epilog)
@@ -115,24 +111,38 @@ def parse_args(argv=None):
     return args
 
 # --- Models -------------------------------------------------------------------------------------
-def n_doublings(image_size):  # from 4x4 up to image_size (16, 32, 64 or 128: checked in parse_args)
-    return int(math.log2(image_size)) - 2
+class ClassBatchNorm(nn.BatchNorm2d):  # conditional BatchNorm (SN-GAN's): a learned scale, shift per class
+    def __init__(self, channels, classes):
+        super().__init__(channels, affine=False)  # the scales start at 1 and the shifts at 0, as BatchNorm's
+        self.scale = nn.Embedding.from_pretrained(torch.ones(classes, channels), freeze=False)
+        self.shift = nn.Embedding.from_pretrained(torch.zeros(classes, channels), freeze=False)
+
+    def forward(self, x, y):
+        return super().forward(x) * self.scale(y)[:, :, None, None] + self.shift(y)[:, :, None, None]
 
 class Generator(nn.Sequential):  # SN-GAN's: dense to 4x4xW, [4x4 stride-2 transposed conv, BN, ReLU]s, conv
-    def __init__(self, z_dim=128, image_size=32, channels=3, width=512):
+    def __init__(self, z_dim=128, image_size=32, channels=3, width=512, classes=0):
+        norm = lambda c: ClassBatchNorm(c, classes) if classes else nn.BatchNorm2d(c)
         layers, ch = [nn.Linear(z_dim, 4 * 4 * width), nn.Unflatten(1, (width, 4, 4))], width
-        layers += [nn.BatchNorm2d(width), nn.ReLU(True)]
-        for _ in range(n_doublings(image_size)):
+        layers += [norm(width), nn.ReLU(True)]
+        for _ in range(int(math.log2(image_size)) - 2):  # from 4x4 up to image_size (a power of two)
             out = max(ch // 2, 32)
-            layers += [nn.ConvTranspose2d(ch, out, 4, 2, 1), nn.BatchNorm2d(out), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(ch, out, 4, 2, 1), norm(out), nn.ReLU(True)]
             ch = out
         super().__init__(*layers, nn.Conv2d(ch, channels, 3, 1, 1), nn.Tanh())
+        self.classes = classes
+
+    def forward(self, z, y=None):  # y: class labels (a conditional G without them: the classes in turn)
+        y = torch.arange(len(z), device=z.device) % self.classes if self.classes and y is None else y
+        for layer in self:
+            z = layer(z, y) if isinstance(layer, ClassBatchNorm) else layer(z)
+        return z
 
 class Critic(nn.Sequential):  # SN-GAN's 'standard CNN': 3x3 and 4x4 stride-2 convs, LeakyReLU 0.1, all SN
-    def __init__(self, image_size=32, channels=3, width=64):
+    def __init__(self, image_size=32, channels=3, width=64, classes=0):
         act = lambda: nn.LeakyReLU(0.1, True)
         layers, ch = [], channels
-        for i in range(n_doublings(image_size)):
+        for i in range(int(math.log2(image_size)) - 2):
             w = min(width * 2 ** i, 512)
             layers += [spectral_norm(nn.Conv2d(ch, w, 3, 1, 1)), act(),
                        spectral_norm(nn.Conv2d(w, w, 4, 2, 1)), act()]
@@ -140,21 +150,25 @@ class Critic(nn.Sequential):  # SN-GAN's 'standard CNN': 3x3 and 4x4 stride-2 co
         w = min(ch * 2, 512)
         layers += [spectral_norm(nn.Conv2d(ch, w, 3, 1, 1)), act(), nn.Flatten()]
         super().__init__(*layers, spectral_norm(nn.Linear(4 * 4 * w, 1)), nn.Flatten(0))  # a value per image
+        if classes:  # the projection discriminator (Miyato & Koyama 2018): plus <embedding of y, features>
+            self[-2].embed = spectral_norm(nn.Embedding(classes, 4 * 4 * w))  # held by the head
 
-    fp32_weights_on = ("mps",)  # MPS autocast runs torch.mv in bf16 but not torch.vdot: spectral norm's
-    # sigma = vdot(u, mv(W, v)) would mix dtypes and fail. There the weights come first, in fp32, cached.
-    def forward(self, x):
-        if x.device.type not in self.fp32_weights_on or not torch.is_autocast_enabled(x.device.type):
-            return super().forward(x)
+    def forward(self, x, y=None):  # conditional: y, the class labels, for the projection
+        # Spectral norms first, once, in fp32: MPS autocast runs mv in bf16 but not vdot; sigma would fail.
         with parametrize.cached():
             with torch.autocast(x.device.type, enabled=False):
-                for layer in filter(parametrize.is_parametrized, self):
+                for layer in filter(parametrize.is_parametrized, self.modules()):
                     layer.weight  # computed and cached here; the layers below read the cached value
-            return super().forward(x)
+            *features, head, _ = self
+            for layer in features:
+                x = layer(x)
+            projection = (head.embed(y) * x).sum(1) if hasattr(head, "embed") else 0
+            return head(x).flatten() + projection
 
 def build(args, channels):  # the two networks of a run, G and D (the loop moves them to the device)
-    nets = (Generator(args.z_dim, args.image_size, channels, args.g_width),
-            Critic(args.image_size, channels, args.d_width))
+    classes = len(args.classes) if args.conditional else 0
+    nets = (Generator(args.z_dim, args.image_size, channels, args.g_width, classes),
+            Critic(args.image_size, channels, args.d_width, classes))
     if getattr(args, "init_std", 0):  # (older checkpoints lack it; spectral norm adapts to the new weights)
         for m in (m for n in nets for m in n if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d))):
             w = m.parametrizations.weight.original if hasattr(m, "parametrizations") else m.weight
@@ -166,11 +180,11 @@ def build(args, channels):  # the two networks of a run, G and D (the loop moves
 def images_per_step(args):
     return args.batch_size * args.n_critic  # each critic update sees its own real batch
 
-def gradient_penalty(D, real, fake):  # WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2], x_hat between real and fake
+def gradient_penalty(D, real, fake, y):  # WGAN-GP: E[(||grad D(x_hat)||_2 - 1)^2], x_hat between real, fake
     D = getattr(D, "_orig_mod", D)  # uncompiled: torch.compile's backward cannot be differentiated again
     eps = torch.rand(len(real), *([1] * (real.dim() - 1)), device=real.device)
     x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    grad, = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+    grad, = torch.autograd.grad(D(x_hat, y).sum(), x_hat, create_graph=True)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 def critic_loss(d_real, d_fake, kind):
@@ -178,30 +192,31 @@ def critic_loss(d_real, d_fake, kind):
         return F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
     return d_fake.mean() - d_real.mean()  # Wasserstein: the critic maximises E[D(x)] - E[D(G(z))]
 
-def train_step(G, D, opt_G, opt_D, reals, args, amp, step):  # --n-critic critic updates, 1 G update
+def train_step(G, D, opt_G, opt_D, reals, labels, args, amp, step):  # --n-critic critic updates, 1 G update
     n, device = args.batch_size, reals.device
     if args.lr_decay:  # both learning rates fall linearly to 0 over the run (train() sets steps_per_epoch)
         for opt, lr in ((opt_G, args.lr_g), (opt_D, args.lr_d)):
             opt.param_groups[0]["lr"] = lr * max(0.0, 1 - step / (args.epochs * args.steps_per_epoch))
     gp = torch.zeros((), device=device)
-    for real in reals.split(n):
+    for real, y in zip(reals.split(n), labels.split(n)):  # fakes get the labels of the reals
         z = sample_noise(n, args, device)
         with amp:
             with torch.no_grad():  # the critic step needs no graph through G
-                fake = G(z)
+                fake = G(z, y)
             # One critic pass over reals and fakes: it has no BatchNorm, so this equals two passes, cheaper.
-            d_real, d_fake = D(torch.cat([real, fake.to(real.dtype)])).float().split(n)
+            d_real, d_fake = D(torch.cat([real, fake.to(real.dtype)]), torch.cat([y, y])).float().split(n)
             loss_d = critic_loss(d_real, d_fake, args.loss)
         if args.gp:  # in fp32: the penalty's double backward is sensitive to rounding
-            gp = gradient_penalty(D, real, fake.float())
+            gp = gradient_penalty(D, real, fake.float(), y)
             loss_d = loss_d + args.gp * gp
         opt_D.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_D.step()
     z = sample_noise(n * args.g_batch_mult, args, device)
+    y = labels.repeat(args.g_batch_mult)[:len(z)]  # the step's labels again, for the larger G batch
     D.requires_grad_(False)  # the generator step needs no gradients for the critic's weights
     with amp:
-        loss_g = -D(G(z)).float().mean()  # the same for both losses
+        loss_g = -D(G(z, y), y).float().mean()  # the same for both losses
     opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_G.step()
@@ -209,20 +224,22 @@ def train_step(G, D, opt_G, opt_D, reals, args, amp, step):  # --n-critic critic
     return [loss_d.detach(), loss_g.detach(), (d_real.mean() - d_fake.mean()).detach(), gp.detach()]
 
 # --- shared: mnist (the same code in every script and fid.py) ---
-def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28); pad: to 32x32 with zeros
+def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28), labels, class names
     from torchvision import datasets
     folder = "MNIST" if dataset == "mnist" else "FashionMNIST"
     try:  # uses the raw IDX files when they are there, downloads (md5-checked) when not
-        x = getattr(datasets, folder)(data_dir, train=train, download=True).data[:, None]
+        mnist = getattr(datasets, folder)(data_dir, train=train, download=True)
     except Exception as e:  # offline, or corrupt files
         raise UsageError(f"{dataset}: expected {Path(data_dir) / folder}/raw/{'train' if train else 't10k'}-"
                          f"images-idx3-ubyte (and labels); no download ({type(e).__name__}: {e})") from None
-    return F.pad(x, (2, 2, 2, 2)) if pad else x
+    x = mnist.data[:, None]
+    return (F.pad(x, (2, 2, 2, 2)) if pad else x), mnist.targets, mnist.classes  # pad: to 32x32 with zeros
 # --- end shared: mnist ---
 
 # --- shared: cifar10 (the same code in dcgan.py, wgan_sn.py and fid.py) ---
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"  # of the official archive, checked only on download
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 class ArrayUnpickler(pickle.Unpickler):  # CIFAR's batches are pickles: numpy arrays only, no code
     def find_class(self, module, name):
@@ -231,43 +248,46 @@ class ArrayUnpickler(pickle.Unpickler):  # CIFAR's batches are pickles: numpy ar
             raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a CIFAR batch")
         return super().find_class(module, name)
 
-def load_cifar10(data_dir, train=True):  # uint8 (N, 3, 32, 32); read here: torchvision's loader wants md5s
+def load_cifar10(data_dir, train=True):  # uint8 (N, 3, 32, 32), labels, class names (torchvision wants md5s)
     folder = Path(data_dir) / "cifar-10-batches-py"
     names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
     from torchvision.datasets.utils import download_and_extract_archive
     try:
         if not all((folder / n).is_file() for n in names):
             download_and_extract_archive(CIFAR_URL, str(data_dir), md5=CIFAR_MD5)
-        arrays = [ArrayUnpickler(io.BytesIO((folder / n).read_bytes()), encoding="latin1").load()["data"]
-                  for n in names]
+        batches = [ArrayUnpickler(io.BytesIO((folder / n).read_bytes()), encoding="latin1").load()
+                   for n in names]
+        x, labels = np.concatenate([b["data"] for b in batches]), [y for b in batches for y in b["labels"]]
     except Exception as e:  # offline, or a file that is not a CIFAR-10 python batch
         raise UsageError(f"cifar10: no CIFAR-10 python batches {folder}/{{{','.join(names)}}} and no "
                          f"download of {CIFAR_URL} ({type(e).__name__}: {e})") from None
-    return torch.from_numpy(np.concatenate(arrays).reshape(-1, 3, 32, 32))
+    return torch.from_numpy(x.reshape(-1, 3, 32, 32)), torch.tensor(labels), CIFAR_CLASSES
 # --- end shared: cifar10 ---
 
 # --- shared: images (datasets, grids: the same code in dcgan.py and wgan_sn.py) ---
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
-def load_images(dataset, data_dir, image_size, channels=None, train=True):  # all of it: uint8 (N, C, H, W)
+def load_images(dataset, data_dir, image_size, channels=None, train=True):  # uint8 NCHW, labels, classes
     if dataset == "folder":
         return load_folder(data_dir, image_size, channels or 3)
-    if dataset == "cifar10":
-        return fit_images(load_cifar10(data_dir, train), image_size, channels)
-    return fit_images(load_mnist(dataset, data_dir, train, pad=image_size != 28), image_size, channels)
+    x, labels, classes = load_cifar10(data_dir, train) if dataset == "cifar10" else \
+        load_mnist(dataset, data_dir, train, pad=image_size != 28)
+    return fit_images(x, image_size, channels), labels, classes
 
 def load_folder(folder, image_size, channels):  # every image under folder, decoded once and cached there
     root = Path(folder)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    names = [p.relative_to(root).parts[0] if p.parent != root else "." for p in files]  # a sub-folder a class
+    classes = sorted(set(names))  # (torchvision's ImageFolder convention; images at the top: the class ".")
     stats = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     fingerprint = hashlib.sha1(repr((stats, image_size, channels)).encode()).hexdigest()
     cache = root / f".gan-cache-{image_size}px-{channels}ch.pt"
     with suppress(Exception):  # no cache, a stale one or an unreadable one: decode
         if (cached := torch.load(cache, weights_only=True))["fingerprint"] == fingerprint:
-            return cached["images"]
-    images, bad = [], []
-    for p in tqdm(files, "decoding images", unit="img", dynamic_ncols=True, disable=not files):
+            return cached["images"], cached["labels"], cached["classes"]
+    images, labels, bad = [], [], []
+    for p, name in tqdm(zip(files, names), "decoding images", len(files), unit="img", disable=not files):
         try:
             with Image.open(p) as im:
                 if im.mode.startswith("I"):  # 16-bit grayscale: to 8 bits without clipping at 255
@@ -276,15 +296,17 @@ def load_folder(folder, image_size, channels):  # every image under folder, deco
                     im = Image.alpha_composite(Image.new("RGBA", im.size, "white"), im.convert("RGBA"))
                 t = TF.pil_to_tensor(im.convert("RGB" if channels == 3 else "L"))
             images.append(TF.center_crop(TF.resize(t, image_size, antialias=True), [image_size, image_size]))
+            labels.append(classes.index(name))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
             bad.append(str(p.relative_to(root)))
     if bad:
         print(f"warning: skipped {len(bad)} unreadable image(s): {', '.join(bad[:5])}", file=sys.stderr)
     if not images:
         raise UsageError(f"no usable images in {folder} (nested or flat {', '.join(sorted(IMAGE_EXTS))})")
+    data = dict(images=torch.stack(images), labels=torch.tensor(labels), classes=classes)
     with suppress(UsageError):  # a read-only folder: no cache, decode again next time
-        atomic_save({"fingerprint": fingerprint, "images": torch.stack(images)}, cache)
-    return torch.stack(images)
+        atomic_save(dict(data, fingerprint=fingerprint), cache)
+    return data["images"], data["labels"], classes
 
 EPOCH_METRICS = ["fid"]
 load_data = lambda args: load_images(args.dataset, args.data_dir, args.image_size, args.channels)
@@ -296,9 +318,9 @@ def to_output(x, args):
     return ((x.float() + 1) * 127.5).round().clamp(0, 255).byte()  # [-1, 1] -> uint8 (N, C, H, W)
 
 @torch.no_grad()
-def end_of_epoch(args, G, fixed_z, epoch, out):  # the fixed-noise grid and progress.png; no epoch values
+def end_of_epoch(args, G, fixed, epoch, out):  # the fixed-noise grid and progress.png; no epoch values
     from torchvision.utils import save_image
-    save_image(G(fixed_z).float() / 2 + 0.5, out / "samples" / f"epoch_{epoch + 1:03d}.png")
+    save_image(G(*fixed).float() / 2 + 0.5, out / "samples" / f"epoch_{epoch + 1:03d}.png")
     save_progress_strip(out)
     return {}
 # --- end shared: images ---
@@ -410,7 +432,8 @@ def load_checkpoint(path, args=None):  # weights_only: a file cannot run code; -
         raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:80]})") from None
     if script != SCRIPT:
         raise UsageError(f"{path} was written by {script}.py; load it with that script")
-    for k in ("dataset", "image_size", "channels", "z_dim", "noise", "g_width", "d_width", "depth", "pack"):
+    ck["args"] = {"conditional": False, "classes": ["."], **ck["args"]}  # as written before classes came in
+    for k in "dataset image_size channels z_dim noise g_width d_width depth pack conditional".split():
         if hasattr(args, k) and ck["args"].get(k) != getattr(args, k):
             raise UsageError(f"--resume: the checkpoint has --{k.replace('_', '-')} {ck['args'].get(k)}")
     return ck
@@ -452,15 +475,17 @@ def train(args):
                          f"{out} already holds a run: add --resume to continue it, or pick another --out-dir")
     (out / "samples").mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
-    data, per_step = load_data(args), images_per_step(args)
+    (data, labels, args.classes), per_step = load_data(args), images_per_step(args)
     channels, args.steps_per_epoch = (data.shape[1] if data.dim() == 4 else None), len(data) // per_step
     if args.steps_per_epoch == 0:  # an epoch's partial last batch is dropped: BatchNorm wants full ones
         raise UsageError(f"the dataset has {len(data)} examples, fewer than the {per_step} one step needs")
+    if args.conditional and len(args.classes) < 2:
+        raise UsageError(f"--conditional: {args.dataset} has one class (a folder: a sub-folder a class)")
     if args.fid_every and channels:  # the Inception weights first: missing ones are an error before any work
         import fid
         fid_net = fid.load_inception(device=device)
     if data.nbytes <= 2 ** 31:  # the whole dataset on the device: no DataLoader in the hot loop
-        data = data.to(device)
+        data, labels = data.to(device), labels.to(device)
     elif device.type == "cuda":  # over 2 GiB it stays in (pinned) CPU memory: each batch goes over alone
         data = data.pin_memory()
     if args.compile and device.type == "mps" and torch.__version__ < "2.8":
@@ -489,6 +514,9 @@ def train(args):
     G_fwd, D_fwd = (torch.compile(m) if args.compile else m for m in (G, D))
     amp, pending, clock = autocast(device, args.amp), [], (time.perf_counter(), step)
     fixed_z = sample_noise(64, args, "cpu", torch.Generator().manual_seed(args.seed + 1))
+    if args.conditional:  # grids of a row per class (the first 10), the same noise in each column
+        fixed_z = fixed_z[:8].repeat(min(len(args.classes), 10), 1)
+    fixed_y = torch.arange(len(fixed_z)) // 8 % len(args.classes)  # (an unconditional G ignores labels)
 
     def save(epoch, pos):  # ckpt.pt, then metrics.csv's rows up to it: no row is ever ahead of ckpt.pt
         state = {k: m and m.state_dict() for k, m in nets.items()}
@@ -514,8 +542,9 @@ def train(args):
             bar = tqdm(range(pos, args.steps_per_epoch), f"epoch {epoch + 1}/{args.epochs}",
                        total=args.steps_per_epoch, initial=pos, unit="step", dynamic_ncols=True)
             for pos in bar:
-                real = batch_to_float(data[perm[pos * per_step:(pos + 1) * per_step]], device, args)
-                pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, args, amp, step)))
+                batch = perm[pos * per_step:(pos + 1) * per_step]
+                real, y = batch_to_float(data[batch], device, args), labels[batch].to(device)
+                pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, y, args, amp, step)))
                 step += 1
                 if G_ema is not None:
                     update_ema(G_ema, G, step, args.ema_decay)
@@ -541,7 +570,7 @@ def train(args):
                         sys.exit(128 + stop[0])
             G.eval()  # BatchNorm's running statistics: samples do not depend on the rest of their batch
             sampler = G if G_ema is None else standing_stats(G_ema, args, device)
-            extra = end_of_epoch(args, sampler, fixed_z.to(device), epoch, out)
+            extra = end_of_epoch(args, sampler, (fixed_z.to(device), fixed_y.to(device)), epoch, out)
             sample = torch.no_grad()(lambda n: to_output(sampler(sample_noise(n, args, device)), args))
             row = ["epoch", epoch + 1, step, int(time.time())]
             try:
@@ -568,18 +597,24 @@ def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (
     if not args.to or (ck["channels"] is None and not args.to.endswith(".npz")):  # 2-D points: .npz only
         raise UsageError("--generate needs --to FILE.npz or --to DIR/ (for 2-D points: FILE.npz)")
     cargs, device = argparse.Namespace(**ck["args"]), pick_device(args.device)
+    classes = [str(k) for k in range(len(cargs.classes))] if cargs.conditional else []
+    if args.label is not None and args.label not in ["all"] + classes:
+        raise UsageError(f"--label {args.label}: use 0 to {len(classes) - 1} or all" if classes else
+                         "--label: the checkpoint is not conditional (trained without --conditional)")
     G = build(cargs, ck["channels"])[0].to(device).eval()
     load_states(ck, {"G_ema" if ck["G_ema"] else "G": G})
     torch.manual_seed(args.seed)
-    x = torch.cat([to_output(G(sample_noise(min(500, args.generate - i), cargs, device)), cargs).cpu()
-                   for i in tqdm(range(0, args.generate, 500), "generating")])
+    y = torch.arange(args.generate) % len(cargs.classes)  # equal shares, or all of --label's class
+    y = y if args.label in (None, "all") else torch.full_like(y, int(args.label))
+    x = torch.cat([to_output(G(sample_noise(len(b), cargs, device), b.to(device)), cargs).cpu()
+                   for b in tqdm(y.split(500), "generating")])
     x = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).numpy()  # images as NHWC
     (Path(args.to).parent if args.to.endswith(".npz") else Path(args.to)).mkdir(parents=True, exist_ok=True)
     if args.to.endswith(".npz"):
-        np.savez(args.to, x=x)
+        np.savez(args.to, x=x, **({"y": y.numpy()} if classes else {}))
     else:
         for i, img in enumerate(x):
-            TF.to_pil_image(img).save(f"{args.to}/{i:06d}.png")
+            TF.to_pil_image(img).save(f"{args.to}/{i:06d}" + (f"_class{y[i]}.png" if classes else ".png"))
     print(f"wrote {len(x)} samples {x.dtype} {x.shape} to {args.to}")
 
 def main(argv=None):

@@ -71,7 +71,8 @@ def script_step(module, argv, channels, device, data):
         idx = torch.randint(n, (per_step,), device=device)
         batch = data[idx] if data is not None else torch.zeros(per_step, 0)
         real = module.batch_to_float(batch, device, args)
-        module.train_step(G, D, opt_G, opt_D, real, args, amp, next(calls))
+        labels = torch.zeros(per_step, dtype=torch.long, device=device)  # unconditional: ignored
+        module.train_step(G, D, opt_G, opt_D, real, labels, args, amp, next(calls))
         if G_ema is not None:
             module.update_ema(G_ema, G, 1000, args.ema_decay)
     return step, per_step
@@ -128,7 +129,7 @@ def test_textbook_dcgan_step_64(benchmark, device):
     benchmark.group = f"dcgan-64-{device}"
     benchmark.name = f"textbook-dcgan-64[{device}]"
     try:  # real CIFAR-10 when it is unpacked under ./data, else random images of the same shape
-        images = dcgan.load_cifar10("data", True)[:10000].permute(0, 2, 3, 1).numpy()
+        images = dcgan.load_cifar10("data", True)[0][:10000].permute(0, 2, 3, 1).numpy()
     except dcgan.UsageError:
         images = fake_images(10000, 3, 32).permute(0, 2, 3, 1).numpy()
     transform = T.Compose([T.Resize(64), T.CenterCrop(64), T.ToTensor(), T.Normalize((0.5,) * 3, (0.5,) * 3)])

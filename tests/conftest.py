@@ -98,5 +98,6 @@ def make_nets(module, args, channels, device="cpu"):
             "opt_D": torch.optim.Adam(D.parameters(), args.lr_d, betas=betas)}
 
 
-def step(module, nets, real, args, amp, n=0):  # n: the steps trained before this one
-    return module.train_step(nets["G"], nets["D"], nets["opt_G"], nets["opt_D"], real, args, amp, n)
+def step(module, nets, real, args, amp, n=0, labels=None):  # n: the steps trained before this one
+    labels = torch.zeros(len(real), dtype=torch.long) if labels is None else labels  # unconditional: ignored
+    return module.train_step(nets["G"], nets["D"], nets["opt_G"], nets["opt_D"], real, labels, args, amp, n)

@@ -29,6 +29,13 @@ def trained(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="module")
+def conditional(trained):  # a --conditional run of the same data
+    run = trained / "conditional"
+    dcgan.main([*TINY, "--data-dir", str(trained / "data"), "--epochs", "1", "--out-dir", str(run), "--conditional"])
+    return run
+
+
 @pytest.fixture
 def serve(trained):
     servers = []
@@ -118,6 +125,23 @@ def test_a_rewritten_checkpoint_is_picked_up_and_a_half_written_one_keeps_the_mo
     assert info["warning"] == "" and info["version"] == 3
 
 
+def test_a_conditional_run_shows_a_row_a_class_or_one_class(serve, conditional):
+    port = serve(conditional)
+    info = json.loads(get(port, "/api/info")[2])
+    assert info["classes"][:2] == ["0 - zero", "1 - one"] and len(info["classes"]) == 10
+    rows = png(get(port, "/api/grid?n=16&seed=1")[2])  # 4 a row: classes 0, 1, 2, 3
+    sevens = png(get(port, "/api/grid?n=16&seed=1&label=7")[2])
+    assert rows.shape == sevens.shape == (74, 74, 3) and not np.array_equal(rows, sevens)
+    assert np.array_equal(png(get(port, "/api/grid?n=16&seed=1&label=-1")[2]), rows)  # -1: a row a class
+    row = lambda image, r: image[2 + 18 * r:18 * (r + 1)]
+    assert np.array_equal(row(png(get(port, "/api/grid?n=16&seed=1&label=2")[2]), 2), row(rows, 2))
+    status, _, walk = get(port, "/api/walk?n=16&seed=1&a=4&b=5&steps=4&label=-1")  # in class 1, sample 4's
+    assert status == 200 and png(walk).shape == (20, 4 * 18 + 2, 3)
+    for bad in ("label=10", "label=-2", "label=one"):
+        status, _, body = get(port, f"/api/grid?{bad}")
+        assert status == 400 and "label" in json.loads(body)["error"]
+
+
 def test_concurrent_requests_all_answer(serve):
     port = serve()
     results = []
@@ -160,7 +184,7 @@ def test_bad_input_at_start_up_is_one_line_with_status_2(case, trained, tmp_path
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install -y chromium)")
-def test_in_a_real_browser_the_grid_decodes_and_two_clicks_show_a_walk(serve, tmp_path):
+def test_in_a_real_browser_the_grid_decodes_and_two_clicks_show_a_walk(serve, conditional, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     port = serve()
     with sync_api.sync_playwright() as p:
@@ -183,6 +207,14 @@ def test_in_a_real_browser_the_grid_decodes_and_two_clicks_show_a_walk(serve, tm
         assert page.is_visible("#walkbox") and "sample 0 to sample 10" in page.text_content("#walkinfo")
         assert page.evaluate("document.getElementById('walk').naturalWidth") == 10 * 18 + 2
         page.wait_for_function("document.querySelectorAll('#curves canvas').length == 2")  # losses, D outputs
+        assert page.is_hidden("#classbox")  # an unconditional run: no classes to pick
         page.screenshot(path=str(tmp_path / "explore.png"))
+        page.goto(f"http://127.0.0.1:{serve(conditional)}/")  # a conditional run: pick a class
+        page.wait_for_function("document.getElementById('grid').naturalWidth > 0")
+        assert page.is_visible("#classbox") and page.eval_on_selector_all("#label option", "o => o.length") == 11
+        page.select_option("#label", "3")
+        page.wait_for_function("document.getElementById('grid').src.includes('label=3')")
+        page.wait_for_function("document.getElementById('grid').complete")
+        page.screenshot(path=str(tmp_path / "explore-conditional.png"))
         browser.close()
     assert errors == [] and (tmp_path / "explore.png").stat().st_size > 0

@@ -62,7 +62,7 @@ def test_r1_penalty_on_a_linear_discriminator():
     # D(x) = w.x + b has gradient w everywhere: the penalty is |w|^2 per D input (per pack when packed).
     D = mlp_gan.MLPDiscriminator(2, width=4, depth=0, pack=2)
     w = D.net[0].weight.detach().flatten()
-    assert torch.allclose(mlp_gan.r1_penalty(D, torch.randn(8, 2), pack=2), w.pow(2).sum())
+    assert torch.allclose(mlp_gan.r1_penalty(D, torch.randn(8, 2), None, pack=2), w.pow(2).sum())
 
 
 def test_r1_every_k_applies_the_penalty_on_every_kth_d_update(monkeypatch):

@@ -172,7 +172,7 @@ def test_a_16_bit_png_keeps_its_range(tmp_path):
     gradient = np.linspace(20000, 45000, 32 * 32).reshape(32, 32).astype(np.uint16)  # mid-grey
     Image.fromarray(gradient).save(tmp_path / "g16.png")
     expected = gradient.mean() / 257
-    for x in (dcgan.load_images("folder", tmp_path, 32, channels=1), fid.load_folder(tmp_path, 32)):
+    for x in (dcgan.load_images("folder", tmp_path, 32, channels=1)[0], fid.load_folder(tmp_path, 32)):
         assert abs(x.float().mean().item() - expected) < 1
 
 

@@ -33,13 +33,13 @@ def test_gradient_penalty_is_per_sample():
     x = torch.zeros(2, 1, 2, 2)
     x[0, 0, 0, 0] = 1.0  # |x| = 1 -> |grad| = 2 -> (2 - 1)^2 = 1
     x[1, 0, 0, 0] = 2.0  # |x| = 2 -> |grad| = 4 -> (4 - 1)^2 = 9
-    gp = wgan_sn.gradient_penalty(lambda v: (v ** 2).flatten(1).sum(1), x, x.clone())
+    gp = wgan_sn.gradient_penalty(lambda v, y: (v ** 2).flatten(1).sum(1), x, x.clone(), None)
     assert gp.item() == pytest.approx(5.0)  # a batch-wide norm would give (sqrt(20) - 1)^2 = 12.06
 
 
 def test_gradient_penalty_of_a_linear_critic():
     w = torch.tensor([3.0, 4.0])  # |w| = 5 -> penalty (5 - 1)^2 = 16 wherever it is evaluated
-    gp = wgan_sn.gradient_penalty(lambda v: v @ w, torch.randn(8, 2), torch.randn(8, 2))
+    gp = wgan_sn.gradient_penalty(lambda v, y: v @ w, torch.randn(8, 2), torch.randn(8, 2), None)
     assert gp.item() == pytest.approx(16.0)
 
 
@@ -104,9 +104,9 @@ def test_n_critic_5_does_five_critic_steps_per_generator_step():
     seen = []  # batch sizes of the critic's forward passes
     real_forward = nets["D"].forward
 
-    def counting(x):
+    def counting(x, y=None):
         seen.append(len(x))
-        return real_forward(x)
+        return real_forward(x, y)
     nets["D"].forward = counting
     step(wgan_sn, nets, torch.rand(10, 1, 16, 16), args, wgan_sn.autocast(CPU, False))
     first = lambda opt: int(next(iter(opt.state.values()))["step"])
