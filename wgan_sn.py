@@ -212,8 +212,7 @@ def train_step(G, D, opt_G, opt_D, reals, labels, args, amp, step):  # --n-criti
         opt_D.zero_grad(set_to_none=True)
         loss_d.backward()
         opt_D.step()
-    z = sample_noise(n * args.g_batch_mult, args, device)
-    y = labels.repeat(args.g_batch_mult)[:len(z)]  # the step's labels again, for the larger G batch
+    z, y = sample_noise(n * args.g_batch_mult, args, device), labels[:n].repeat(args.g_batch_mult)
     D.requires_grad_(False)  # the generator step needs no gradients for the critic's weights
     with amp:
         loss_g = -D(G(z, y), y).float().mean()  # the same for both losses

@@ -52,6 +52,7 @@ def run(benchmark, fn, device, images_per_call):
 def script_step(module, argv, channels, device, data):
     """The script's own step, data included: index the on-device uint8 dataset, augment, train."""
     args = module.parse_args(argv + ["--device", str(device)])
+    args.classes = [str(k) for k in range(10)]  # as train() sets them from the data
     device = module.pick_device(args.device)  # as the scripts: cudnn.benchmark and TF32 on CUDA
     G, D = (m.to(device, memory_format=module.memory_format(device)) for m in module.build(args, channels))
     G_ema = copy.deepcopy(G).requires_grad_(False) if args.ema else None
@@ -71,7 +72,7 @@ def script_step(module, argv, channels, device, data):
         idx = torch.randint(n, (per_step,), device=device)
         batch = data[idx] if data is not None else torch.zeros(per_step, 0)
         real = module.batch_to_float(batch, device, args)
-        labels = torch.zeros(per_step, dtype=torch.long, device=device)  # unconditional: ignored
+        labels = torch.randint(10, (per_step,), device=device)  # (an unconditional run ignores them)
         module.train_step(G, D, opt_G, opt_D, real, labels, args, amp, next(calls))
         if G_ema is not None:
             module.update_ema(G_ema, G, 1000, args.ema_decay)
@@ -90,11 +91,13 @@ def fake_images(n, channels, size, seed=0):
     ("dcgan-32", ["--image-size", "32"], 3, 32),
     ("dcgan-64", ["--image-size", "64"], 3, 64),
     ("wgan_sn-32", ["--image-size", "32"], 3, 32),
+    ("dcgan-32-conditional", ["--image-size", "32", "--conditional"], 3, 32),  # 10 classes
+    ("wgan_sn-32-conditional", ["--image-size", "32", "--conditional"], 3, 32),
 ])
 def test_train_step(benchmark, device, model, argv, channels, size):
     module = {"mlp": mlp_gan, "dcg": dcgan, "wga": wgan_sn}[model[:3]]
     device = torch.device(device)
-    benchmark.group = f"{model}-{device}"
+    benchmark.group = f"{model.removesuffix('-conditional')}-{device}"
     benchmark.name = f"{model}[{device}]"
     data = fake_images(2048, channels, size) if channels else None
     step, per_step = script_step(module, argv, channels, device, data)

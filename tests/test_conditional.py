@@ -42,12 +42,12 @@ def conditional_args(module, classes=3):
 
 
 def label_weights(module, nets):
-    """The weights that hold the classes: of the one-hot inputs (dcgan, mlp_gan) or the embeddings (wgan_sn)."""
+    """The weights that hold the classes: of the one-hot inputs (dcgan) or the embeddings (wgan_sn, mlp_gan)."""
     G, D = nets["G"], nets["D"]
     if module is dcgan:  # a transposed conv's weight is (in, out, ...): z_dim 100, then 3 labels; 1 image channel
         return [G[1].weight[100:], D[0].weight[:, 1:]]
     if module is mlp_gan:
-        return [G[0].weight[:, -3:], D.net[0].weight[:, 256:259]]  # 16x16 = 256 pixels, then 3 labels
+        return [G[0].embed.weight, D.embed.weight]
     return [m.weight for m in G.modules() if isinstance(m, torch.nn.Embedding)] + \
         [D[-2].embed.parametrizations.weight.original]  # the head's class embedding
 
