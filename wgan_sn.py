@@ -79,8 +79,7 @@ def common_flags(description, datasets):
     return p
 # --- end shared: flags ---
 
-# The recipe by dataset (flags win): for CIFAR-10 and folders SN-GAN's reference code at half width and
-# batch 32; for MNIST and Fashion-MNIST gentler betas, which kept every class. Why, what failed: README.md.
+# The recipe by dataset, flags win: SN-GAN's at half width, or gentler (why, what did no better: README.md).
 RECIPES = {"sngan": dict(beta1=0.0, beta2=0.9, g_batch_mult=2, lr_decay=True, init_std=0.02, g_width=256,
                          d_width=32, batch_size=32),  # cifar10, folder
            "gentle": dict(beta1=0.5, beta2=0.999, g_batch_mult=1, lr_decay=False, init_std=0, g_width=512,
