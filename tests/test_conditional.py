@@ -104,48 +104,56 @@ def test_grids_have_a_row_a_class_with_the_same_noise_in_each_column(tmp_path, s
     assert Image.open(tmp_path / "run" / "progress.png").size[0] == grid.size[0]
 
 
-def test_generate_writes_the_requested_labels(tmp_path):
+def run_main(module, *argv):  # the exit status of module.main(argv), run in this process (no start-up cost)
+    try:
+        module.main([str(a) for a in argv])
+        return 0
+    except SystemExit as e:
+        return e.code
+
+
+def test_generate_writes_the_requested_labels(tmp_path, capsys):
     data = class_folder(tmp_path / "pets")
     out = tmp_path / "run"
-    r = run_cli("dcgan.py", "--dataset", "folder", "--data-dir", data, "--epochs", 1, "--out-dir", out,
-                "--conditional", *TINY[dcgan], *RUN)
-    assert r.returncode == 0, r.stderr
+    dcgan.main(["--dataset", "folder", "--data-dir", str(data), "--epochs", "1", "--out-dir", str(out),
+                "--conditional", *TINY[dcgan], *RUN])
     for label, expected in [("2", [2] * 9), ("all", [0, 1, 2] * 3), (None, [0, 1, 2] * 3)]:
         npz = tmp_path / f"s{label}.npz"
-        r = run_cli("dcgan.py", "--generate", 9, "--ckpt", out / "ckpt.pt", "--to", npz,
-                    *(["--label", label] if label else []))
-        assert r.returncode == 0, r.stderr
+        dcgan.main(["--generate", "9", "--ckpt", str(out / "ckpt.pt"), "--to", str(npz), "--device", "cpu",
+                    *(["--label", label] if label else [])])
         samples = np.load(npz)
         assert samples["x"].shape == (9, 16, 16, 3) and samples["y"].tolist() == expected
-    r = run_cli("dcgan.py", "--generate", 4, "--ckpt", out / "ckpt.pt", "--to", tmp_path / "pngs", "--label", 1)
-    assert r.returncode == 0 and sorted(p.name for p in (tmp_path / "pngs").iterdir()) == \
-        [f"00000{i}_class1.png" for i in range(4)]
+    dcgan.main(["--generate", "4", "--ckpt", str(out / "ckpt.pt"), "--to", str(tmp_path / "pngs"), "--label", "1"])
+    assert sorted(p.name for p in (tmp_path / "pngs").iterdir()) == [f"00000{i}_class1.png" for i in range(4)]
+    capsys.readouterr()
     for bad in ("3", "-1", "cat"):  # out of range, or not a class index
-        r = run_cli("dcgan.py", "--generate", 4, "--ckpt", out / "ckpt.pt", "--to", tmp_path / "x.npz", "--label", bad)
-        assert r.returncode == 2 and r.stderr.count("\n") == 1 and "use 0 to 2 or all" in r.stderr
+        code = run_main(dcgan, "--generate", 4, "--ckpt", out / "ckpt.pt", "--to", tmp_path / "x.npz", "--label", bad)
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "use 0 to 2 or all" in err
 
 
-def test_conditional_errors_are_one_line(tmp_path):
+def test_conditional_errors_are_one_line(tmp_path, capsys):
     flat = tmp_path / "flat"
     flat.mkdir()
     for i in range(16):
         Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(flat / f"{i}.png")
-    r = run_cli("dcgan.py", "--dataset", "folder", "--data-dir", flat, "--conditional", "--out-dir", tmp_path / "a",
-                *TINY[dcgan], *RUN)
-    assert r.returncode == 2 and "has one class" in r.stderr.strip().splitlines()[-1]  # (after the decoding bar)
-    r = run_cli("mlp_gan.py", "--dataset", "ring8", "--conditional", "--out-dir", tmp_path / "r")
+    code = run_main(dcgan, "--dataset", "folder", "--data-dir", flat, "--conditional", "--out-dir", tmp_path / "a",
+                       *TINY[dcgan], *RUN)
+    assert code == 2 and "has one class" in capsys.readouterr().err.strip().splitlines()[-1]  # after the bar
+    r = run_cli("mlp_gan.py", "--dataset", "ring8", "--conditional", "--out-dir", tmp_path / "r")  # a real process
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "ring8 has one class" in r.stderr
     pets = class_folder(tmp_path / "pets")
-    r = run_cli("dcgan.py", "--dataset", "folder", "--data-dir", pets, "--epochs", 1, "--out-dir", tmp_path / "b",
-                *TINY[dcgan], *RUN)
-    assert r.returncode == 0, r.stderr
-    r = run_cli("dcgan.py", "--generate", 4, "--ckpt", tmp_path / "b" / "ckpt.pt", "--to", tmp_path / "x.npz",
-                "--label", "0")
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not conditional" in r.stderr
+    dcgan.main(["--dataset", "folder", "--data-dir", str(pets), "--epochs", "1", "--out-dir", str(tmp_path / "b"),
+                *TINY[dcgan], *RUN])
+    capsys.readouterr()
+    code = run_main(dcgan, "--generate", 4, "--ckpt", tmp_path / "b" / "ckpt.pt", "--to", tmp_path / "x.npz",
+                       "--label", "0")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "not conditional" in err
     assert not (tmp_path / "x.npz").exists()
-    r = run_cli("dcgan.py", "--dataset", "folder", "--data-dir", pets, "--epochs", 2, "--out-dir", tmp_path / "b",
-                "--resume", "--conditional", *TINY[dcgan], *RUN)  # a conditional resume of an unconditional run
-    assert r.returncode == 2 and "--conditional False" in r.stderr
+    code = run_main(dcgan, "--dataset", "folder", "--data-dir", pets, "--epochs", 2, "--out-dir", tmp_path / "b",
+                       "--resume", "--conditional", *TINY[dcgan], *RUN)  # a conditional resume of an unconditional run
+    assert code == 2 and "--conditional False" in capsys.readouterr().err
 
 
 def weights(path):
