@@ -6,11 +6,10 @@
     python wgan_sn.py --loss wasserstein --gp 10 --n-critic 5
     python wgan_sn.py --generate 10000 --ckpt out/wgan_sn-cifar10/ckpt.pt --to samples.npz
 
-Every critic layer is spectrally normalised (torch's own parametrization), which bounds its Lipschitz
-constant without weight clipping; --gp adds the WGAN-GP gradient penalty on top. CIFAR-10 defaults: SN-GAN's
-reference recipe at half width, batch 32. Measured on 2 AMD EPYC cores (no GPU), torch 2.14.1, 2026-11-27: 20
-CIFAR-10 epochs of 113 s (2.2x dcgan.py's) give FID 39.7 (dcgan.py: 44.3), 10,000 EMA samples vs all 50,000
-training images. Fashion-MNIST, 20 epochs: garments of every class (2026-11-26). More in README.md.
+Every critic layer is spectrally normalised (torch's parametrization), bounding its Lipschitz constant with no
+weight clipping; --gp adds the WGAN-GP penalty. CIFAR-10 defaults: SN-GAN's recipe at half width, batch 32.
+Measured on 2 AMD EPYC cores, torch 2.14.1, 2026-11-27: 20 CIFAR-10 epochs of 113 s (2.2x dcgan.py's) give FID
+39.7 (10,000 EMA samples vs all 50,000 training images); Fashion-MNIST: all classes, 2026-11-26. More: README.
 
 Where to hack: a new loss in critic_loss() and train_step(); new networks in Generator and Critic (made
 in build()); a new dataset in load_images(). Below the '# --- shared' markers: the same code in every script.
@@ -79,7 +78,6 @@ def common_flags(description, datasets):
     return p
 # --- end shared: flags ---
 
-# The recipe by dataset, flags win: SN-GAN's at half width, or gentler (why, what did no better: README.md).
 RECIPES = {"sngan": dict(beta1=0.0, beta2=0.9, g_batch_mult=2, lr_decay=True, init_std=0.02, g_width=256,
                          d_width=32, batch_size=32),  # cifar10, folder
            "gentle": dict(beta1=0.5, beta2=0.999, g_batch_mult=1, lr_decay=False, init_std=0, g_width=512,
@@ -152,8 +150,7 @@ class Critic(nn.Sequential):  # SN-GAN's 'standard CNN': 3x3 and 4x4 stride-2 co
         if classes:  # the projection discriminator (Miyato & Koyama 2018): plus <embedding of y, features>
             self[-2].embed = spectral_norm(nn.Embedding(classes, 4 * 4 * w))  # held by the head
 
-    def forward(self, x, y=None):  # conditional: y, the class labels, for the projection
-        # Spectral norms first, once, in fp32: MPS autocast runs mv in bf16 but not vdot; sigma would fail.
+    def forward(self, x, y=None):  # spectral norms first, in fp32 (MPS autocast runs mv in bf16, vdot not)
         with parametrize.cached():
             with torch.autocast(x.device.type, enabled=False):
                 for layer in filter(parametrize.is_parametrized, self.modules()):
@@ -161,7 +158,7 @@ class Critic(nn.Sequential):  # SN-GAN's 'standard CNN': 3x3 and 4x4 stride-2 co
             *features, head, _ = self
             for layer in features:
                 x = layer(x)
-            projection = (head.embed(y) * x).sum(1) if hasattr(head, "embed") else 0
+            projection = (head.embed(y) * x).sum(1) if hasattr(head, "embed") else 0  # y: class labels
             return head(x).flatten() + projection
 
 def build(args, channels):  # the two networks of a run, G and D (the loop moves them to the device)
