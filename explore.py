@@ -78,7 +78,7 @@ class Run:
         module = load_script(ck["script"], self.script)
         args = argparse.Namespace(**{"conditional": False, "classes": ["."], **ck["args"]})  # (older ones)
         device = module.pick_device(self.device_name)
-        G = module.build(args, ck["channels"])[0]
+        G = module.build(args, ck["channels"], len(args.classes) if args.conditional else 0)[0]
         G.load_state_dict(ck["G_ema"] if ck.get("G_ema") is not None else ck["G"])
         self.module, self.args, self.meta, self.stamp = module, args, ck, stamp
         self.G, self.device = G.to(device).eval().requires_grad_(False), device

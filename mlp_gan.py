@@ -19,7 +19,7 @@ Where to hack: a new loss or penalty in train_step(); networks in MLPGenerator a
 build()); a new 2-D benchmark in mixture(). Below the '# --- shared' markers: the same code in every script.
 """
 import argparse, copy, csv, functools, math, os, signal, sys, time
-from contextlib import nullcontext, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +156,10 @@ class MLPGenerator(nn.Sequential):
         for _ in range(depth):
             layers += [nn.Linear(d, width), nn.ReLU(True)]
             d = width
-        super().__init__(*layers, nn.Linear(d, out_dim), *[nn.Tanh()] * tanh)
+        layers.append(nn.Linear(d, out_dim))
+        if tanh:  # images in [-1, 1]; points are not bounded
+            layers.append(nn.Tanh())
+        super().__init__(*layers)
         self.classes = classes
         if classes:  # (N(0, 1): stronger than a one-hot label, 90.7% of digits right at 20 epochs, not 88.3%)
             self[0].embed = nn.Embedding(classes, EMBEDDING)  # held by the layer that reads it
@@ -174,7 +177,9 @@ class MLPDiscriminator(nn.Module):
         self.pack, self.classes = pack, classes
         layers, d = [], (in_dim + (EMBEDDING if classes else 0)) * pack
         for _ in range(depth):
-            layers += [nn.Linear(d, width), nn.LeakyReLU(0.2, True)] + [nn.Dropout(dropout)] * (dropout > 0)
+            layers += [nn.Linear(d, width), nn.LeakyReLU(0.2, True)]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
             d = width
         layers += [nn.Linear(d, 1)]
         self.net = nn.Sequential(*layers)
@@ -185,9 +190,8 @@ class MLPDiscriminator(nn.Module):
             x = torch.cat([x, self.embed(y).to(x.dtype)], 1)
         return self.net(x.reshape(len(x) // self.pack, -1)).flatten()
 
-def build(args, channels):  # the two networks of a run, G and D (the loop moves them to the device)
+def build(args, channels, classes=0):  # the two networks of a run; classes: how many G and D are given
     dim = 2 if channels is None else channels * args.image_size ** 2
-    classes = len(args.classes) if args.conditional else 0
     return (MLPGenerator(args.z_dim, dim, args.g_width, args.depth, channels is not None, classes),
             MLPDiscriminator(dim, args.d_width, args.depth, args.pack, args.d_dropout, classes))
 
@@ -197,17 +201,17 @@ def images_per_step(args):
 
 def r1_penalty(D, real, y, pack):
     """E ||grad_x D(x)||^2 over D's (packed) real inputs, in fp32: it pulls D flat where the data is."""
-    D = getattr(D, "_orig_mod", D)  # uncompiled: torch.compile's backward cannot be differentiated again
+    D = without_wrappers(D)  # uncompiled: torch.compile's backward cannot be differentiated again
     real = real.detach().float().requires_grad_(True)
     grad, = torch.autograd.grad(D(real, y).sum(), real, create_graph=True)
     return grad.pow(2).sum() / (len(real) // pack)
 
-def train_step(G, D, opt_G, opt_D, real, y, args, amp, step):
+def train_step(G, D, opt_G, opt_D, real, y, *, args, amp, step, total_steps):
     """One D update on real vs G(z) (packed; + the R1 penalty), one non-saturating G update; fakes get
     the labels y of the reals. Returns 0-d tensors (STEP_METRICS; loss_d without the penalty)."""
     n, device = len(real), real.device
     if args.dataset in POINT_SETS and args.lr_decay_from < 1:  # both rates fall linearly to 0 at the end
-        scale = min(1.0, (1 - step / (args.epochs * args.steps_per_epoch)) / (1 - args.lr_decay_from))
+        scale = min(1.0, (1 - step / total_steps) / (1 - args.lr_decay_from))
         for opt, lr in ((opt_G, args.lr_g), (opt_D, args.lr_d)):
             opt.param_groups[0]["lr"] = lr * scale
     m = n // args.pack  # D's batch: one logit per pack of samples
@@ -215,7 +219,8 @@ def train_step(G, D, opt_G, opt_D, real, y, args, amp, step):
     zeros, ones = torch.zeros(m, device=device), torch.ones(m, device=device)
     z = sample_noise(n, args, device)
     with amp:
-        fake = G(z, y).detach()
+        with torch.no_grad():  # the D step needs no graph through G
+            fake = G(z, y)
         d_real, d_fake = D(real, y), D(fake, y)
         loss_d = F.binary_cross_entropy_with_logits(d_real, real_target) + \
             F.binary_cross_entropy_with_logits(d_fake, zeros)
@@ -226,11 +231,14 @@ def train_step(G, D, opt_G, opt_D, real, y, args, amp, step):
     (loss_d + penalty).backward()
     opt_D.step()
     z = sample_noise(n, args, device)
+    D.requires_grad_(False)  # the G step needs no gradients for D's weights
+    D_frozen = getattr(D, "module", D)  # outside DDP: frozen weights have no gradients to all-reduce
     with amp:
-        loss_g = F.binary_cross_entropy_with_logits(D(G(z, y), y), ones)
+        loss_g = F.binary_cross_entropy_with_logits(D_frozen(G(z, y), y), ones)
     opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_G.step()
+    D.requires_grad_(True)
     return [loss_d.detach(), loss_g.detach(), torch.sigmoid(d_real.detach().float()).mean(),
             torch.sigmoid(d_fake.detach().float()).mean()]
 
@@ -316,6 +324,38 @@ def pick_device(name):
     torch.backends.cudnn.benchmark = True
     return torch.device(name)
 
+def start_ranks(device_name):  # -> (rank, ranks, device): one process is rank 0 of 1
+    """Under torchrun (which sets RANK, WORLD_SIZE and LOCAL_RANK) each process is a rank of a process group:
+    on CUDA it takes the GPU cuda:LOCAL_RANK; NCCL carries the GPU tensors, gloo the CPU ones."""
+    if "RANK" not in os.environ:
+        return 0, 1, pick_device(device_name)
+    if device_name in ("auto", "cuda") and torch.cuda.is_available():
+        device_name = f"cuda:{os.environ['LOCAL_RANK']}"
+    device = pick_device(device_name)
+    if device.type == "mps":
+        raise UsageError("torchrun: a process group needs CUDA or the CPU (use --device cpu)")
+    torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
+    return torch.distributed.get_rank(), torch.distributed.get_world_size(), device
+
+def agree(values, ranks):  # the largest of each int over all ranks: every rank acts on them at the same step
+    if ranks == 1:
+        return values
+    largest = torch.tensor(values)
+    torch.distributed.all_reduce(largest, torch.distributed.ReduceOp.MAX)
+    return largest.tolist()
+
+def for_training(model, args, device, ranks):  # the network as train_step() calls it: compiled, in DDP
+    if args.compile:
+        model = torch.compile(model)
+    if ranks > 1:  # (broadcast_buffers=False: each rank keeps its own BatchNorm statistics; see README.md)
+        gpu = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=gpu, broadcast_buffers=False)
+    return model
+
+def without_wrappers(model):  # the network inside DDP and torch.compile (a penalty differentiates it twice)
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
 def bf16_is_native(kind, capability):  # emulated bf16 runs slower than fp32: 37x on an AVX2-only CPU
     """kind: cuda, mps or cpu; capability: a CUDA GPU's (major, minor), or a CPU's oneDNN bf16 (bool)."""
     if kind == "cuda":
@@ -335,6 +375,12 @@ def autocast(device, enabled):  # bf16 mixed precision where the device runs bf1
 def memory_format(device):  # channels_last (NHWC) speeds up convolutions on CUDA and CPU, slows them on MPS
     return torch.channels_last if device.type in ("cuda", "cpu") else torch.contiguous_format
 
+def adam(model, lr, args):  # fused (one kernel for the whole update) where this torch has it for the device
+    try:
+        return torch.optim.Adam(model.parameters(), lr, betas=(args.beta1, args.beta2), fused=True)
+    except RuntimeError:
+        return torch.optim.Adam(model.parameters(), lr, betas=(args.beta1, args.beta2))
+
 def device_rng_state(device):  # a GPU's random stream: noise, flips and jitter are drawn there
     return None if device.type == "cpu" else (device.type, torch.get_device_module(device).get_rng_state())
 
@@ -343,10 +389,30 @@ def sample_noise(n, args, device, generator=None):  # n latent vectors: uniform 
         return torch.rand(n, args.z_dim, generator=generator, device=device) * 2 - 1
     return torch.randn(n, args.z_dim, generator=generator, device=device)
 
+def grid_inputs(args, classes, device):  # the fixed noise and labels of every epoch's grid
+    z = sample_noise(64, args, "cpu", torch.Generator().manual_seed(args.seed + 1))
+    if args.conditional:  # a row per class (the first 10), the same noise in each column
+        z = z[:8].repeat(min(len(classes), 10), 1)
+    y = torch.arange(len(z)) // 8 % len(classes)  # (an unconditional G ignores labels)
+    return z.to(device), y.to(device)
+
 def fit_images(x, image_size, channels=None):  # uint8 (N, C, H, W) in the run's --channels and --image-size
     if channels == 1 and x.shape[1] == 3:
         x = (x.float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, True).round().byte()
     return TF.resize(x.expand(-1, channels or -1, -1, -1).contiguous(), [image_size] * 2, antialias=True)
+
+def place_data(data, labels, device):  # the whole dataset on the device: no DataLoader in the hot loop
+    if data.nbytes > 2 ** 31:  # over 2 GiB it stays in CPU memory: each batch goes over alone
+        return data, labels
+    return data.to(device), labels.to(device)
+
+def epoch_order(seed, epoch, n, device):  # from the seed and the epoch alone: a resume needs only pos
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 999 + epoch)).to(device)
+
+def rank_batch(data, labels, order, pos, size, rank, ranks):  # this rank's slice of step pos's images
+    start = (pos * ranks + rank) * size
+    batch = order[start:start + size]
+    return data[batch], labels[batch]
 
 def to_float(batch, device, hflip=False, jitter=0.0):  # uint8 -> [-1, 1] on the device, augmented per batch
     x = batch.to(device, non_blocking=True).float().div_(127.5).sub_(1)
@@ -357,6 +423,16 @@ def to_float(batch, device, hflip=False, jitter=0.0):  # uint8 -> [-1, 1] on the
         mean = x.mean((1, 2, 3), keepdim=True)
         x = ((x - mean) * (1 + u()) + mean + 2 * u()).clamp_(-1, 1)
     return x
+
+def run_steps(start_epoch, start_pos, epochs, steps_per_epoch):  # (epoch, position in it) of each step left
+    for epoch in range(start_epoch, epochs):
+        for pos in range(start_pos if epoch == start_epoch else 0, steps_per_epoch):
+            yield epoch, pos
+
+def progress_bar(start_epoch, start_pos, epochs, steps_per_epoch, rank):  # run_steps(), shown on rank 0
+    steps_left = run_steps(start_epoch, start_pos, epochs, steps_per_epoch)
+    return tqdm(steps_left, total=epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch + start_pos,
+                unit="step", dynamic_ncols=True, disable=rank > 0)
 
 @torch.no_grad()
 def update_ema(ema, model, step, decay):  # a lower decay at first: short runs do not sample the random init
@@ -372,6 +448,48 @@ def standing_stats(G, args, device, batches=16):  # the EMA G's BatchNorm statis
     torch.optim.swa_utils.update_bn(z, G)
     return G
 
+def step_values(pending, ranks, out, step):  # the steps' values since the last log (a row a step) on the CPU
+    values = torch.stack(pending).float()
+    if ranks > 1:  # the mean over the ranks; a NaN on any rank reaches every rank: all stop at the same step
+        torch.distributed.all_reduce(values)
+        values /= ranks
+    values = values.cpu()  # a device sync, once per --log-every steps
+    if not values.isfinite().all():
+        kept = out / "ckpt.pt" if (out / "ckpt.pt").exists() else "none yet"
+        raise FloatingPointError(f"a loss is NaN or infinite near step {step} (lower lr?); "
+                                 f"last good checkpoint: {kept}")
+    return values
+
+class MetricsLog:  # metrics.csv: a row a step and a row an epoch, written with each checkpoint
+    def __init__(self, path, step, resume):
+        self.path = path
+        self.fields = ["kind", "epoch", "step", "time"] + STEP_METRICS + ["img_per_s"] + EPOCH_METRICS
+        self.rows = [] if resume and path.is_file() else [self.fields]  # the header starts a new file
+        self.since_time = time.perf_counter()  # images per second are measured from here
+        self.since_step = step
+
+    def add_steps(self, values, epoch, step, images_per_step):  # values: a row of STEP_METRICS a step
+        speed = (step - self.since_step) * images_per_step / (time.perf_counter() - self.since_time)
+        for i, row in enumerate(values.tolist(), step - len(values) + 1):
+            numbers = [f"{v:.5g}" for v in row] + [f"{speed:.1f}"]
+            self.rows.append(["step", epoch + 1, i, int(time.time())] + numbers)
+        self.since_time = time.perf_counter()
+        self.since_step = step
+
+    def latest(self):  # the last step's values, for the progress bar
+        last = next(row for row in reversed(self.rows) if row[0] == "step")
+        return dict(zip(STEP_METRICS + ["img_per_s"], last[4:]))
+
+    def add_epoch(self, epoch, step, values):  # values: EPOCH_METRICS by name ("" for those not measured)
+        numbers = [values.get(k, "") for k in self.fields[4:]]
+        self.rows.append(["epoch", epoch + 1, step, int(time.time())] + numbers)
+
+    def write(self):  # after ckpt.pt: no row is ever ahead of the checkpoint
+        padded = [row + [""] * (len(self.fields) - len(row)) for row in self.rows]
+        with open(self.path, "w" if self.rows[:1] == [self.fields] else "a", newline="") as f:
+            csv.writer(f).writerows(padded)
+        self.rows.clear()
+
 def atomic_save(obj, path):  # via a temporary file: a kill at any moment leaves the old file intact
     try:
         with open(f"{path}.tmp", "wb") as f:
@@ -382,20 +500,71 @@ def atomic_save(obj, path):  # via a temporary file: a kill at any moment leaves
         Path(f"{path}.tmp").unlink(missing_ok=True)
         raise UsageError(f"could not write {path} ({type(e).__name__}: {e})") from None
 
-def lock_folder(out):  # one run per output folder: run.lock holds its PID; a dead run's lock is taken over
-    path = out / "run.lock"
-    while True:
-        with suppress(FileExistsError), open(path, "x") as f:  # "x": only one process can create it
+def save_checkpoint(out, nets, metrics, *, args, classes, channels, step, epoch, pos, images_per_step,
+                    device):
+    """ckpt.pt: nets' states, the flags, the dataset's classes and the place in the run; then metrics.csv."""
+    states = {}
+    for name, net in nets.items():
+        states[name] = None if net is None else net.state_dict()
+    atomic_save(dict(states, script=SCRIPT, args=dict(vars(args), classes=classes), channels=channels,
+                     step=step, epoch=epoch, pos=pos, images_per_step=images_per_step,
+                     rng=torch.get_rng_state(), device_rng=device_rng_state(device)), out / "ckpt.pt")
+    metrics.write()
+
+def take_lock(path):  # True when this process created the file ("x": only one process can create it)
+    try:
+        with open(path, "x") as f:
             f.write(str(os.getpid()))
-            return path
-        try:
-            pid = int(path.read_text())
-            if os.name != "nt":  # signal 0 only asks if it lives (on Windows it would be Ctrl-C)
-                os.kill(pid, 0)
-        except (ValueError, ProcessLookupError, FileNotFoundError):  # no PID, or no such process: stale
-            path.unlink(missing_ok=True)
-        else:
+        return True
+    except FileExistsError:
+        return False
+
+def lock_holder(path):  # the PID in a lock file while that process lives; else None, and the file is removed
+    try:
+        pid = int(path.read_text())
+        if os.name != "nt":  # signal 0 only asks if it lives (on Windows it would be Ctrl-C)
+            os.kill(pid, 0)
+        return pid
+    except (ValueError, ProcessLookupError, FileNotFoundError):  # no PID, or no such process: stale
+        path.unlink(missing_ok=True)
+        return None
+
+@contextmanager
+def run_lock(out, rank=0):  # one run per output folder: run.lock holds its PID; a dead run's is taken over
+    if rank > 0:  # rank 0 alone writes the folder
+        yield
+        return
+    path = out / "run.lock"
+    while not take_lock(path):
+        pid = lock_holder(path)
+        if pid is not None:
             raise UsageError(f"{out} is in use by process {pid} (one run per folder; if none, delete {path})")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+class StopRequest:  # Ctrl-C or SIGTERM: a checkpoint after this step, then exit 128 + the signal
+    def __init__(self):
+        self.signal = 0  # the signal's number; 0: none
+
+    def handle(self, sig, frame):  # a second signal stops at once
+        if self.signal:
+            raise KeyboardInterrupt
+        tqdm.write(f"{signal.Signals(sig).name}: saving a checkpoint", file=sys.stderr)
+        self.signal = sig
+
+@contextmanager
+def stop_requests():  # the handlers of Ctrl-C and SIGTERM while training; the previous ones after
+    stop = StopRequest()
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, stop.handle)
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 def load_checkpoint(path, args=None):  # weights_only: a file cannot run code; --resume: shapes must match
     try:
@@ -419,6 +588,64 @@ def load_states(ck, nets):  # a checkpoint's state dicts into nets (name: module
     except (RuntimeError, KeyError, ValueError) as e:
         raise UsageError(f"the checkpoint does not fit this model ({str(e)[:150]})") from None
 
+def resume(path, args, nets, *, classes, images_per_step, rank, device):  # -> (step, epoch, pos) of ckpt.pt
+    ck = load_checkpoint(path, args)
+    if args.conditional and ck["args"]["classes"] != classes:  # the labels would mean other classes
+        saved = ck["args"]["classes"]
+        changed = [f"{i}: {a} -> {b}" for i, (a, b) in enumerate(zip(saved, classes)) if a != b]
+        if len(saved) != len(classes):
+            changed.append(f"{len(saved)} classes -> {len(classes)}")
+        raise UsageError(f"--resume: the dataset's classes are not the checkpoint's: {', '.join(changed)}")
+    saved = ck.get("images_per_step", images_per_step)  # older checkpoints: kept at epoch ends only
+    if ck["pos"] and saved != images_per_step:
+        raise UsageError(f"--resume in mid-epoch needs the same {saved} images a step (--batch-size times "
+                         f"the ranks), not {images_per_step}; or resume from the next epoch's checkpoint")
+    load_states(ck, nets)
+    torch.set_rng_state(ck["rng"])
+    gpu_rng = ck.get("device_rng")  # (kind, state) of a GPU's random stream, or None
+    if gpu_rng is not None and gpu_rng[0] == device.type:
+        torch.get_device_module(device).set_rng_state(gpu_rng[1])
+    if rank > 0:  # the other ranks draw noise of their own, not rank 0's
+        torch.manual_seed(args.seed + rank + 1000 * ck["step"])
+    for opt, lr in ((nets["opt_G"], args.lr_g), (nets["opt_D"], args.lr_d)):  # the flags given now apply
+        opt.param_groups[0].update(lr=lr, betas=(args.beta1, args.beta2))
+    if rank == 0:
+        print(f"resumed from {path} at epoch {ck['epoch'] + 1}, step {ck['step']}")
+    return ck["step"], ck["epoch"], ck["pos"]
+
+def prepare_out_dir(out, resume):  # never overwrite a run by accident
+    if (out / "ckpt.pt").exists() != resume:
+        raise UsageError(f"--resume: no checkpoint in {out}" if resume else
+                         f"{out} already holds a run: add --resume to continue it, or pick another --out-dir")
+    (out / "samples").mkdir(parents=True, exist_ok=True)
+
+def check_run(args, n_data, classes, images_per_step, device):  # one line before any work for a bad start
+    if n_data < images_per_step:  # an epoch's partial last batch is dropped: BatchNorm wants full ones
+        raise UsageError(f"the dataset has {n_data} examples, fewer than the {images_per_step} a step needs")
+    if args.conditional and len(classes) < 2:
+        raise UsageError(f"--conditional: {args.dataset} has one class (a folder: a sub-folder a class)")
+    if args.compile and device.type == "mps" and torch.__version__ < "2.8":
+        raise UsageError(f"--compile on MPS needs torch 2.8 or newer (this is {torch.__version__})")
+
+def load_fid_network(args, channels, device):  # first: missing weights are an error before any work
+    if not (args.fid_every and channels):  # (no FID of 2-D points)
+        return None
+    import fid
+    return fid.load_inception(device=device)
+
+def measure_fid(G, args, data, fid_net, device, epoch):  # -> (FID as text or "", an error line or None)
+    import fid
+
+    @torch.no_grad()
+    def sample(n):
+        return to_output(G(sample_noise(n, args, device)), args)
+    try:
+        value = f"{fid.fid_of_sampler(sample, args.fid_samples, data, fid_net):.3f}"
+    except Exception as e:  # raised after the epoch's checkpoint
+        return "", f"FID failed ({type(e).__name__}: {e}); --resume continues"
+    print(f"epoch {epoch + 1}: FID {value} ({args.fid_samples} samples)")
+    return value, None
+
 def plot_metrics(out):  # metrics.png: running means of the losses and of the other step values; epoch values
     import matplotlib.pyplot as plt
     rows = list(csv.DictReader((out / "metrics.csv").read_text().splitlines()))
@@ -429,7 +656,7 @@ def plot_metrics(out):  # metrics.png: running means of the losses and of the ot
         for c in cols:
             x, y = np.array([(float(r["step"]), float(r[c])) for r in rows if r[c]]).reshape(-1, 2).T
             k = max(1, len(y) // 50) if c in STEP_METRICS else 1  # running mean: raw GAN losses are noisy
-            ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, "valid"), ".-"[k > 1], label=c)
+            ax.plot(x[k - 1:], np.convolve(y, np.ones(k) / k, "valid"), "-" if k > 1 else ".", label=c)
         ax.set(xlabel="step")
         ax.legend()
     fig.savefig(out / "metrics.png", dpi=80)
@@ -442,153 +669,127 @@ def save_progress_strip(out):  # progress.png: the top rows of up to 16 epoch gr
     Image.fromarray(np.concatenate([r[:(r.shape[1] - 2) // 8 + 2] for r in rows])).save(out / "progress.png")
 
 def train(args):
-    device, out = pick_device(args.device), Path(args.out_dir)
-    if (out / "ckpt.pt").exists() != args.resume:  # never overwrite a run by accident
-        raise UsageError(f"--resume: no checkpoint in {out}" if args.resume else
-                         f"{out} already holds a run: add --resume to continue it, or pick another --out-dir")
-    (out / "samples").mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(args.seed)
-    (data, labels, args.classes), per_step = load_data(args), images_per_step(args)
-    channels, args.steps_per_epoch = (data.shape[1] if data.dim() == 4 else None), len(data) // per_step
-    if args.steps_per_epoch == 0:  # an epoch's partial last batch is dropped: BatchNorm wants full ones
-        raise UsageError(f"the dataset has {len(data)} examples, fewer than the {per_step} one step needs")
-    if args.conditional and len(args.classes) < 2:
-        raise UsageError(f"--conditional: {args.dataset} has one class (a folder: a sub-folder a class)")
-    if args.fid_every and channels:  # the Inception weights first: missing ones are an error before any work
-        import fid
-        fid_net = fid.load_inception(device=device)
-    if data.nbytes <= 2 ** 31:  # the whole dataset on the device: no DataLoader in the hot loop
-        data, labels = data.to(device), labels.to(device)
-    elif device.type == "cuda":  # over 2 GiB it stays in (pinned) CPU memory: each batch goes over alone
-        data = data.pin_memory()
-    if args.compile and device.type == "mps" and torch.__version__ < "2.8":
-        raise UsageError(f"--compile on MPS needs torch 2.8 or newer (this is {torch.__version__})")
-    G, D = (m.to(device, memory_format=memory_format(device)) for m in build(args, channels))
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if args.ema else None
-    fusable = torch.utils._foreach_utils._get_fused_kernels_supported_devices()  # by this torch's version
-    fused = {"fused": True} if device.type in fusable else {}  # one kernel for the whole update
-    opt_G, opt_D = (torch.optim.Adam(m.parameters(), lr, betas=(args.beta1, args.beta2), **fused)
-                    for m, lr in ((G, args.lr_g), (D, args.lr_d)))
+    rank, ranks, device = start_ranks(args.device)
+    out = Path(args.out_dir)
+    prepare_out_dir(out, args.resume)
+    torch.manual_seed(args.seed + rank)  # each rank draws noise of its own
+    data, labels, classes = load_data(args)
+    channels = data.shape[1] if data.dim() == 4 else None  # None: 2-D points
+    per_step = images_per_step(args)  # one rank's images in one step
+    steps_per_epoch = len(data) // (per_step * ranks)  # each rank its own slice of a step's images
+    check_run(args, len(data), classes, per_step * ranks, device)
+    fid_net = load_fid_network(args, channels, device) if rank == 0 else None
+    data, labels = place_data(data, labels, device)
+    G, D = build(args, channels, len(classes) if args.conditional else 0)
+    G = G.to(device, memory_format=memory_format(device))
+    D = D.to(device, memory_format=memory_format(device))
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False) if args.ema and rank == 0 else None
+    opt_G, opt_D = adam(G, args.lr_g, args), adam(D, args.lr_d, args)
     nets = dict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D)  # what a checkpoint holds
-    fields = ["kind", "epoch", "step", "time"] + STEP_METRICS + ["img_per_s"] + EPOCH_METRICS
-    step, start_epoch, pos, rows = 0, 0, 0, [fields]  # rows of metrics.csv, written with each checkpoint
+    step, start_epoch, start_pos = 0, 0, 0
     if args.resume:
-        ck = load_checkpoint(out / "ckpt.pt", args)
-        load_states(ck, nets)
-        step, start_epoch, pos = ck["step"], ck["epoch"], ck["pos"]
-        rows = [] if (out / "metrics.csv").is_file() else rows  # a deleted metrics.csv starts anew
-        torch.set_rng_state(ck["rng"])
-        kind, state = ck.get("device_rng") or ("cpu", None)
-        if kind == device.type != "cpu":  # a GPU's stream too, when the checkpoint holds one of this kind
-            torch.get_device_module(device).set_rng_state(state)
-        for opt, lr in ((opt_G, args.lr_g), (opt_D, args.lr_d)):  # the flags given now apply
-            opt.param_groups[0].update(lr=lr, betas=(args.beta1, args.beta2))
-        print(f"resumed from {out / 'ckpt.pt'} at epoch {start_epoch + 1}, step {step}")
-    G_fwd, D_fwd = (torch.compile(m) if args.compile else m for m in (G, D))
-    amp, pending, clock = autocast(device, args.amp), [], (time.perf_counter(), step)
-    fixed_z = sample_noise(64, args, "cpu", torch.Generator().manual_seed(args.seed + 1))
-    if args.conditional:  # grids of a row per class (the first 10), the same noise in each column
-        fixed_z = fixed_z[:8].repeat(min(len(args.classes), 10), 1)
-    fixed_y = torch.arange(len(fixed_z)) // 8 % len(args.classes)  # (an unconditional G ignores labels)
-
-    def save(epoch, pos):  # ckpt.pt, then metrics.csv's rows up to it: no row is ever ahead of ckpt.pt
-        state = {k: m and m.state_dict() for k, m in nets.items()}
-        atomic_save(dict(state, script=SCRIPT, args=vars(args), channels=channels, step=step, epoch=epoch,
-                         pos=pos, rng=torch.get_rng_state(), device_rng=device_rng_state(device)),
-                    out / "ckpt.pt")
-        with open(out / "metrics.csv", "w" if rows[:1] == [fields] else "a", newline="") as f:
-            csv.writer(f).writerows(row + [""] * (len(fields) - len(row)) for row in rows)
-        rows.clear()
-
-    def on_signal(sig, _):  # Ctrl-C or SIGTERM: a checkpoint after this step, then exit; a second one: now
-        if stop:
-            raise KeyboardInterrupt
-        tqdm.write(f"{signal.Signals(sig).name}: saving a checkpoint", file=sys.stderr)
-        stop.append(sig)
-    stop, lock, next_save = [], lock_folder(out), time.monotonic() + 60 * (args.ckpt_every or math.inf)
-    handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for epoch in range(start_epoch, args.epochs):
-            # Each epoch's order is a function of the seed and the epoch alone, so a resume needs only pos.
-            perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(args.seed * 999 + epoch))
-            perm = perm.to(data.device)
-            bar = tqdm(range(pos, args.steps_per_epoch), f"epoch {epoch + 1}/{args.epochs}",
-                       total=args.steps_per_epoch, initial=pos, unit="step", dynamic_ncols=True)
-            for pos in bar:
-                batch = perm[pos * per_step:(pos + 1) * per_step]
-                real, y = batch_to_float(data[batch], device, args), labels[batch].to(device)
-                pending.append(torch.stack(train_step(G_fwd, D_fwd, opt_G, opt_D, real, y, args, amp, step)))
-                step += 1
-                if G_ema is not None:
-                    update_ema(G_ema, G, step, args.ema_decay)
-                due = stop or time.monotonic() > next_save  # a signal, or a periodic checkpoint
-                if len(pending) >= args.log_every or due or pos + 1 == args.steps_per_epoch:
-                    values = torch.stack(pending).float().cpu()  # a device sync per --log-every steps
-                    if not values.isfinite().all():
-                        kept = out / "ckpt.pt" if (out / "ckpt.pt").exists() else "none yet"
-                        raise FloatingPointError(f"a loss is NaN or infinite near step {step} (lower lr?); "
-                                                 f"last good checkpoint: {kept}")
-                    speed = f"{(step - clock[1]) * per_step / (time.perf_counter() - clock[0]):.1f}"
-                    rows += [["step", epoch + 1, i, int(time.time()), *map("{:.5g}".format, v), speed]
-                             for i, v in enumerate(values.tolist(), step - len(values) + 1)]  # a row a step
-                    bar.set_postfix(zip(STEP_METRICS + ["img_per_s"], rows[-1][4:]))  # the last step's values
-                    pending, clock = [], (time.perf_counter(), step)
-                if due:
-                    if G_ema is not None:
-                        standing_stats(G_ema, args, device)
-                    save(epoch, pos + 1)  # mid-epoch: the place in this epoch's order too
-                    next_save = time.monotonic() + 60 * args.ckpt_every
-                    if stop:
-                        tqdm.write(f"saved {out}/ckpt.pt at step {step}; --resume continues", file=sys.stderr)
-                        sys.exit(128 + stop[0])
-            G.eval()  # BatchNorm's running statistics: samples do not depend on the rest of their batch
-            sampler = G if G_ema is None else standing_stats(G_ema, args, device)
-            extra = end_of_epoch(args, sampler, (fixed_z.to(device), fixed_y.to(device)), epoch, out)
-            sample = torch.no_grad()(lambda n: to_output(sampler(sample_noise(n, args, device)), args))
-            row = ["epoch", epoch + 1, step, int(time.time())]
-            try:
-                if args.fid_every and channels and (epoch + 1) % args.fid_every == 0:
-                    extra["fid"] = f"{fid.fid_of_sampler(sample, args.fid_samples, data, fid_net):.3f}"
-                    print(f"epoch {epoch + 1}: FID {extra['fid']} ({args.fid_samples} samples)")
-            except Exception as e:  # one line, after the epoch's checkpoint (finally)
-                raise UsageError(f"FID failed ({type(e).__name__}: {e}); --resume continues") from None
-            finally:
-                G.train()
-                rows.append(row + [extra.get(k, "") for k in fields[4:]])
-                save(epoch + 1, 0)
+        step, start_epoch, start_pos = resume(out / "ckpt.pt", args, nets, classes=classes,
+                                              images_per_step=per_step * ranks, rank=rank, device=device)
+    G_train, D_train = for_training(G, args, device, ranks), for_training(D, args, device, ranks)
+    amp = autocast(device, args.amp)
+    grid = grid_inputs(args, classes, device)
+    metrics = MetricsLog(out / "metrics.csv", step, args.resume)
+    pending = []  # the step values not yet logged, on the device
+    order = None  # this epoch's order of the dataset
+    next_save = time.monotonic() + 60 * (args.ckpt_every or math.inf)
+    with run_lock(out, rank), stop_requests() as stop:
+        bar = progress_bar(start_epoch, start_pos, args.epochs, steps_per_epoch, rank)
+        for epoch, pos in bar:
+            if pos == 0 or order is None:  # a new epoch, or the first step of a resumed one
+                order = epoch_order(args.seed, epoch, len(data), data.device)
+                bar.set_description(f"epoch {epoch + 1}/{args.epochs}")
+            x, y = rank_batch(data, labels, order, pos, per_step, rank, ranks)
+            reals, y = batch_to_float(x, device, args), y.to(device)
+            step_metrics = train_step(G_train, D_train, opt_G, opt_D, reals, y, args=args, amp=amp, step=step,
+                                      total_steps=args.epochs * steps_per_epoch)
+            pending.append(torch.stack(step_metrics))
+            step += 1
+            if G_ema is not None:
+                update_ema(G_ema, G, step, args.ema_decay)
+            stop_signal, save_due = agree([stop.signal, int(time.monotonic() > next_save)], ranks)
+            if len(pending) >= args.log_every or stop_signal or save_due or pos + 1 == steps_per_epoch:
+                metrics.add_steps(step_values(pending, ranks, out, step), epoch, step, per_step * ranks)
+                bar.set_postfix(metrics.latest())
+                pending = []
+            save_now = stop_signal or save_due  # a checkpoint in mid-epoch keeps the place in this epoch too
+            if save_now and G_ema is not None:  # (rank 0 alone keeps the EMA)
+                standing_stats(G_ema, args, device)
+            if save_now and rank == 0:
+                save_checkpoint(out, nets, metrics, args=args, classes=classes, channels=channels, step=step,
+                                epoch=epoch, pos=pos + 1, images_per_step=per_step * ranks, device=device)
+            if save_due:
+                next_save = time.monotonic() + 60 * args.ckpt_every
+            if stop_signal:
+                stop_after_checkpoint(stop_signal, out, step, rank)
+            if pos + 1 < steps_per_epoch or rank > 0:  # the rest: the end of an epoch, on rank 0 alone
+                continue
+            epoch_metrics, fid_error = evaluate_epoch(G, G_ema, args, grid, epoch, out, fid_net, data, device)
+            metrics.add_epoch(epoch, step, epoch_metrics)
+            save_checkpoint(out, nets, metrics, args=args, classes=classes, channels=channels, step=step,
+                            epoch=epoch + 1, pos=0, images_per_step=per_step * ranks, device=device)
             plot_metrics(out)
-            pos = 0
-    finally:
-        lock.unlink(missing_ok=True)
-        for s, handler in handlers.items():
-            signal.signal(s, handler)
-    print(f"done: {step} steps; outputs in {out}/")
+            if fid_error:
+                raise UsageError(fid_error)
+    if rank == 0:
+        print(f"done: {step} steps; outputs in {out}/")
+
+def evaluate_epoch(G, G_ema, args, grid, epoch, out, fid_net, data, device):  # -> (epoch values, FID error)
+    """The grid, this script's epoch values and the FID when due, from the EMA G or from G in eval mode."""
+    G.eval()  # BatchNorm's running statistics: samples do not depend on the rest of their batch
+    sampler = G if G_ema is None else standing_stats(G_ema, args, device)
+    epoch_metrics = end_of_epoch(args, sampler, grid, epoch, out)
+    fid_error = None
+    if fid_net is not None and (epoch + 1) % args.fid_every == 0:
+        epoch_metrics["fid"], fid_error = measure_fid(sampler, args, data, fid_net, device, epoch)
+    G.train()
+    return epoch_metrics, fid_error
+
+def stop_after_checkpoint(signal_number, out, step, rank):  # every rank exits 128 + the signal, as shells do
+    if rank == 0:
+        tqdm.write(f"saved {out}/ckpt.pt at step {step}; --resume continues", file=sys.stderr)
+    sys.exit(128 + signal_number)
 
 @torch.no_grad()
 def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (.npz, key x) or PNG files
     ck = load_checkpoint(args.ckpt or Path(args.out_dir) / "ckpt.pt")
     if not args.to or (ck["channels"] is None and not args.to.endswith(".npz")):  # 2-D points: .npz only
         raise UsageError("--generate needs --to FILE.npz or --to DIR/ (for 2-D points: FILE.npz)")
-    cargs, device = argparse.Namespace(**ck["args"]), pick_device(args.device)
-    classes = [str(k) for k in range(len(cargs.classes))] if cargs.conditional else []
-    if args.label is not None and args.label not in ["all"] + classes:
-        raise UsageError(f"--label {args.label}: use 0 to {len(classes) - 1} or all" if classes else
-                         "--label: the checkpoint is not conditional (trained without --conditional)")
-    G = build(cargs, ck["channels"])[0].to(device).eval()
+    saved_args = argparse.Namespace(**ck["args"])
+    device = pick_device(args.device)
+    classes = len(saved_args.classes) if saved_args.conditional else 0
+    if args.label is not None and not classes:
+        raise UsageError("--label: the checkpoint is not conditional (trained without --conditional)")
+    if args.label not in [None, "all"] + [str(k) for k in range(classes)]:
+        raise UsageError(f"--label {args.label}: use 0 to {classes - 1} or all")
+    G = build(saved_args, ck["channels"], classes)[0].to(device).eval()
     load_states(ck, {"G_ema" if ck["G_ema"] else "G": G})
     torch.manual_seed(args.seed)
-    y = torch.arange(args.generate) % len(cargs.classes)  # equal shares, or all of --label's class
-    y = y if args.label in (None, "all") else torch.full_like(y, int(args.label))
-    x = torch.cat([to_output(G(sample_noise(len(b), cargs, device), b.to(device)), cargs).cpu()
+    y = torch.arange(args.generate) % len(saved_args.classes)  # equal shares, or all of --label's class
+    if args.label not in (None, "all"):
+        y = torch.full_like(y, int(args.label))
+    x = torch.cat([to_output(G(sample_noise(len(b), saved_args, device), b.to(device)), saved_args).cpu()
                    for b in tqdm(y.split(500), "generating")])
     x = (x.permute(0, 2, 3, 1) if x.dim() == 4 else x).numpy()  # images as NHWC
     (Path(args.to).parent if args.to.endswith(".npz") else Path(args.to)).mkdir(parents=True, exist_ok=True)
     if args.to.endswith(".npz"):
-        np.savez(args.to, x=x, **({"y": y.numpy()} if classes else {}))
+        labelled = {"y": y.numpy()} if classes else {}
+        np.savez(args.to, x=x, **labelled)
     else:
         for i, img in enumerate(x):
             TF.to_pil_image(img).save(f"{args.to}/{i:06d}" + (f"_class{y[i]}.png" if classes else ".png"))
     print(f"wrote {len(x)} samples {x.dtype} {x.shape} to {args.to}")
+
+def exit_status(error):  # 1: a run stopped (a NaN, another rank); 2: bad input or an OS error; None: a bug
+    if isinstance(error, (FloatingPointError, torch.distributed.DistError)):
+        return 1
+    if type(error).__name__ == "UsageError" or isinstance(error, OSError):  # (fid.py has a UsageError too)
+        return 2
+    return None
 
 def main(argv=None):
     args = parse_args(argv)
@@ -598,12 +799,15 @@ def main(argv=None):
             generate(args)
         else:
             train(args)
-    except Exception as e:  # a NaN stop: status 1; bad input or an OS error (here or in fid.py): status 2
-        code = {"FloatingPointError": 1, "UsageError": 2}.get(type(e).__name__, 2 * isinstance(e, OSError))
-        if not code:  # a bug: the traceback
+    except Exception as e:
+        status = exit_status(e)
+        if status is None:  # a bug: the traceback
             raise
-        print("stopped:" if code == 1 else "error:", *str(e).split(), file=sys.stderr)
-        sys.exit(code)
+        print("stopped:" if status == 1 else "error:", *str(e).split(), file=sys.stderr)
+        sys.exit(status)
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 # --- end shared: skeleton ---
 
 if __name__ == "__main__":

@@ -52,19 +52,18 @@ def run(benchmark, fn, device, images_per_call):
 def script_step(module, argv, channels, device, data):
     """The script's own step, data included: index the on-device uint8 dataset, augment, train."""
     args = module.parse_args(argv + ["--device", str(device)])
-    args.classes = [str(k) for k in range(10)]  # as train() sets them from the data
     device = module.pick_device(args.device)  # as the scripts: cudnn.benchmark and TF32 on CUDA
-    G, D = (m.to(device, memory_format=module.memory_format(device)) for m in module.build(args, channels))
+    G, D = module.build(args, channels, 10 if args.conditional else 0)  # (10 classes, as CIFAR-10)
+    G = G.to(device, memory_format=module.memory_format(device))
+    D = D.to(device, memory_format=module.memory_format(device))
     G_ema = copy.deepcopy(G).requires_grad_(False) if args.ema else None
-    fusable = torch.utils._foreach_utils._get_fused_kernels_supported_devices()  # as the scripts' loop
-    fused = {"fused": True} if device.type in fusable else {}
-    opt_G = torch.optim.Adam(G.parameters(), args.lr_g, betas=(args.beta1, args.beta2), **fused)
-    opt_D = torch.optim.Adam(D.parameters(), args.lr_d, betas=(args.beta1, args.beta2), **fused)
+    opt_G = module.adam(G, args.lr_g, args)  # as the scripts' loop: fused where torch has it
+    opt_D = module.adam(D, args.lr_d, args)
     amp = module.autocast(device, args.amp)
     per_step = module.images_per_step(args)
     data = data.to(device) if data is not None else None
     n = len(data) if data is not None else per_step
-    vars(args).setdefault("steps_per_epoch", n // per_step)  # as train() sets it (wgan_sn's lr decay reads it)
+    total_steps = args.epochs * (n // per_step)  # as train() gives it (wgan_sn's lr decay reads it)
 
     calls = itertools.count()
 
@@ -73,7 +72,8 @@ def script_step(module, argv, channels, device, data):
         batch = data[idx] if data is not None else torch.zeros(per_step, 0)
         real = module.batch_to_float(batch, device, args)
         labels = torch.randint(10, (per_step,), device=device)  # (an unconditional run ignores them)
-        module.train_step(G, D, opt_G, opt_D, real, labels, args, amp, next(calls))
+        module.train_step(G, D, opt_G, opt_D, real, labels, args=args, amp=amp, step=next(calls),
+                          total_steps=total_steps)
         if G_ema is not None:
             module.update_ema(G_ema, G, 1000, args.ema_decay)
     return step, per_step

@@ -90,14 +90,15 @@ def image_folder(tmp_path):
     return make_folder(tmp_path / "faces")
 
 
-def make_nets(module, args, channels, device="cpu"):
+def make_nets(module, args, channels, device="cpu", classes=0):
     """A script's networks and Adam optimisers, as its training loop makes them."""
-    G, D = (m.to(device) for m in module.build(args, channels))
+    G, D = (m.to(device) for m in module.build(args, channels, classes))
     betas = (args.beta1, args.beta2)
     return {"G": G, "D": D, "opt_G": torch.optim.Adam(G.parameters(), args.lr_g, betas=betas),
             "opt_D": torch.optim.Adam(D.parameters(), args.lr_d, betas=betas)}
 
 
-def step(module, nets, real, args, amp, n=0, labels=None):  # n: the steps trained before this one
+def step(module, nets, real, args, amp, n=0, labels=None, total_steps=50):  # n: steps trained before this one
     labels = torch.zeros(len(real), dtype=torch.long) if labels is None else labels  # unconditional: ignored
-    return module.train_step(nets["G"], nets["D"], nets["opt_G"], nets["opt_D"], real, labels, args, amp, n)
+    return module.train_step(nets["G"], nets["D"], nets["opt_G"], nets["opt_D"], real, labels, args=args, amp=amp,
+                             step=n, total_steps=total_steps)

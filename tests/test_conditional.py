@@ -37,7 +37,6 @@ def class_folder(root, classes=("cat", "dog", "owl"), per_class=8):
 def conditional_args(module, classes=3):
     args = module.parse_args([*TINY[module], "--batch-size", "4", "--conditional", "--image-size", "16",
                               *(["--dataset", "mnist"] if module is mlp_gan else [])])
-    args.classes, args.steps_per_epoch = [str(k) for k in range(classes)], 10  # as train() sets them
     return args
 
 
@@ -56,7 +55,7 @@ def label_weights(module, nets):
 def test_a_conditional_step_trains_the_label_embeddings(module):
     torch.manual_seed(0)
     args = conditional_args(module)
-    nets = make_nets(module, args, 1)
+    nets = make_nets(module, args, 1, classes=3)
     before = [w.detach().clone() for w in label_weights(module, nets)]
     assert before and all(w.numel() for w in before)
     real = torch.rand(module.images_per_step(args), 1, 16, 16) * 2 - 1
@@ -70,14 +69,13 @@ def test_a_conditional_step_trains_the_label_embeddings(module):
 def test_a_conditional_generator_makes_what_the_label_says(module):
     torch.manual_seed(0)
     args = conditional_args(module)
-    G, z = module.build(args, 1)[0].eval(), torch.randn(6, args.z_dim)
+    G, z = module.build(args, 1, 3)[0].eval(), torch.randn(6, args.z_dim)
     for m in G.modules():  # wgan_sn's class scales and shifts start equal (1 and 0): as if trained apart
         if isinstance(m, torch.nn.Embedding):
             torch.nn.init.normal_(m.weight)
     a, b = G(z, torch.zeros(6, dtype=torch.long)), G(z, torch.full((6,), 2))
     assert not torch.allclose(a, b)  # the label changes the image
     assert torch.equal(G(z), G(z, torch.tensor([0, 1, 2, 0, 1, 2])))  # no labels: the classes in turn
-    args.conditional = False
     unconditional = module.build(args, 1)[0].eval()
     assert torch.equal(unconditional(z), unconditional(z, torch.ones(6, dtype=torch.long)))  # labels unused
 

@@ -134,11 +134,11 @@ def test_resume_after_an_epoch_or_mid_epoch_gives_the_same_weights(cifar_dir, tm
     # Ctrl-C in the middle of epoch 2 saves a checkpoint after that step; --resume continues exactly.
     real_step, calls = dcgan.train_step, {"n": 0}
 
-    def interrupted_step(*a):
+    def interrupted_step(*a, **k):
         calls["n"] += 1
         if calls["n"] == 7:
             os.kill(os.getpid(), signal.SIGINT)
-        return real_step(*a)
+        return real_step(*a, **k)
     monkeypatch.setattr(dcgan, "train_step", interrupted_step)
     with pytest.raises(SystemExit) as e:
         dcgan.main(common + ["--epochs", "3", "--out-dir", str(tmp_path / "ctrl_c")])
@@ -158,7 +158,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(mnist_dir, tmp_path, 
     dcgan.main(args + ["--epochs", "1"])
     good = weights(tmp_path / "r" / "ckpt.pt")
     real_step = dcgan.train_step
-    monkeypatch.setattr(dcgan, "train_step", lambda *a: [v * float("nan") for v in real_step(*a)])
+    monkeypatch.setattr(dcgan, "train_step", lambda *a, **k: [v * float("nan") for v in real_step(*a, **k)])
     with pytest.raises(SystemExit) as e:
         dcgan.main(args + ["--epochs", "2", "--resume"])
     assert e.value.code == 1 and "NaN" in capsys.readouterr().err

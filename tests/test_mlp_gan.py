@@ -82,11 +82,11 @@ def test_ctrl_c_and_resume_continue_the_lr_schedule_and_lazy_r1_exactly(tmp_path
     mlp_gan.main(argv + ["--out-dir", str(tmp_path / "straight")])
     real_step, calls = mlp_gan.train_step, {"n": 0}
 
-    def interrupted_step(*a):  # Ctrl-C during step 14: the checkpoint is taken after it
+    def interrupted_step(*a, **k):  # Ctrl-C during step 14: the checkpoint is taken after it
         calls["n"] += 1
         if calls["n"] == 14:
             os.kill(os.getpid(), signal.SIGINT)
-        return real_step(*a)
+        return real_step(*a, **k)
     monkeypatch.setattr(mlp_gan, "train_step", interrupted_step)
     with pytest.raises(SystemExit):
         mlp_gan.main(argv + ["--out-dir", str(tmp_path / "split")])

@@ -55,11 +55,11 @@ def test_sigterm_and_a_crash_after_a_periodic_checkpoint_lose_nothing(run, tmp_p
     real_step, calls = dcgan.train_step, {"n": 0}
 
     def step_then(action, at):
-        def step(*a):
+        def step(*a, **k):
             calls["n"] += 1
             if calls["n"] == at:
                 action()
-            return real_step(*a)
+            return real_step(*a, **k)
         calls["n"] = 0
         monkeypatch.setattr(dcgan, "train_step", step)
 
@@ -179,7 +179,7 @@ def test_a_16_bit_png_keeps_its_range(tmp_path):
 def test_nan_before_any_checkpoint_names_none_and_a_failed_fid_saves_the_epoch_first(run, tmp_path,
                                                                                       monkeypatch, capsys):
     real_step = dcgan.train_step
-    monkeypatch.setattr(dcgan, "train_step", lambda *a: [v * float("nan") for v in real_step(*a)])
+    monkeypatch.setattr(dcgan, "train_step", lambda *a, **k: [v * float("nan") for v in real_step(*a, **k)])
     err = fails(capsys, lambda: run("--epochs", "1", out="nan"), status=1)
     assert "NaN" in err and "none yet" in err
     monkeypatch.setattr(dcgan, "train_step", real_step)

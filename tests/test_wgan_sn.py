@@ -47,7 +47,6 @@ def test_gradient_penalty_of_a_linear_critic():
 def test_one_step_updates_both_networks(loss, gp):
     args = wgan_sn.parse_args(["--batch-size", "4", "--g-width", "32", "--d-width", "8", "--loss", loss,
                                "--gp", str(gp), "--image-size", "16"])
-    args.steps_per_epoch = 50  # train() sets it; the cifar10 default decays the learning rates over the run
     nets = make_nets(wgan_sn, args, 3)
     # (The critic's output bias gets no gradient from a difference of means, under either loss's
     # generator term, so only the Wasserstein critic loss leaves it fixed; it is left out here.)
@@ -87,11 +86,10 @@ def test_init_std_sets_every_weight_of_both_networks():
 def test_lr_decay_falls_linearly_to_zero_over_the_run():
     args = wgan_sn.parse_args(["--batch-size", "2", "--g-width", "32", "--d-width", "8", "--image-size", "16",
                                "--epochs", "2"])
-    args.steps_per_epoch = 5
     nets = make_nets(wgan_sn, args, 1)
     lrs = []
-    for n in (0, 5, 10):
-        step(wgan_sn, nets, torch.rand(2, 1, 16, 16), args, wgan_sn.autocast(CPU, False), n)
+    for n in (0, 5, 10):  # a run of 2 epochs of 5 steps
+        step(wgan_sn, nets, torch.rand(2, 1, 16, 16), args, wgan_sn.autocast(CPU, False), n, total_steps=10)
         lrs.append([nets[k].param_groups[0]["lr"] for k in ("opt_G", "opt_D")])
     assert lrs == [[2e-4, 2e-4], [1e-4, 1e-4], [0.0, 0.0]]
 
