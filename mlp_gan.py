@@ -56,7 +56,9 @@ def common_flags(description, datasets):
     a("--hflip", action="store_true", help="random horizontal flips")
     a("--jitter", type=number(float, 0, 1), default=0.0, help="random brightness/contrast change up to this")
     one, rate, beta = number(int, 1), number(float, 0, 10), number(float, 0, 0.9999)
-    for flag, default, kind in [("--epochs", 20, one), ("--batch-size", 64, one), ("--z-dim", 100, one),
+    a("--batch-size", type=one, default=64, help="images a step; under torchrun a rank's (the global batch: "
+      "this times the ranks)")
+    for flag, default, kind in [("--epochs", 20, one), ("--z-dim", 100, one),
                                 ("--lr-g", 2e-4, rate), ("--lr-d", 2e-4, rate), ("--beta1", 0.5, beta),
                                 ("--beta2", 0.999, beta), ("--ema-decay", 0.999, beta), ("--seed", 0, int)]:
         a(flag, type=kind, default=default)
@@ -347,10 +349,15 @@ def agree(values, ranks):  # the largest of each int over all ranks: every rank 
 def for_training(model, args, device, ranks):  # the network as train_step() calls it: compiled, in DDP
     if args.compile:
         model = torch.compile(model)
-    if ranks > 1:  # (broadcast_buffers=False: each rank keeps its own BatchNorm statistics; see README.md)
-        gpu = [device.index] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=gpu, broadcast_buffers=False)
-    return model
+    if ranks == 1:
+        return model
+    # Each rank keeps its own BatchNorm statistics (README.md, "More than one GPU"): no buffers are sent at
+    # each forward, only at the start (torch 2.14 renamed broadcast_buffers to forward_sync_buffers).
+    gpu = [device.index] if device.type == "cuda" else None
+    try:
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=gpu, forward_sync_buffers=False)
+    except TypeError:
+        return torch.nn.parallel.DistributedDataParallel(model, device_ids=gpu, broadcast_buffers=False)
 
 def without_wrappers(model):  # the network inside DDP and torch.compile (a penalty differentiates it twice)
     model = getattr(model, "module", model)
@@ -448,8 +455,8 @@ def standing_stats(G, args, device, batches=16):  # the EMA G's BatchNorm statis
     torch.optim.swa_utils.update_bn(z, G)
     return G
 
-def step_values(pending, ranks, out, step):  # the steps' values since the last log (a row a step) on the CPU
-    values = torch.stack(pending).float()
+def step_values(unlogged, ranks, out, step):  # the steps' values since the last log (a row a step) on the CPU
+    values = torch.stack(unlogged).float()
     if ranks > 1:  # the mean over the ranks; a NaN on any rank reaches every rank: all stop at the same step
         torch.distributed.all_reduce(values)
         values /= ranks
@@ -568,50 +575,51 @@ def stop_requests():  # the handlers of Ctrl-C and SIGTERM while training; the p
 
 def load_checkpoint(path, args=None):  # weights_only: a file cannot run code; --resume: shapes must match
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-        script = ck["script"]
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        script = checkpoint["script"]
     except Exception as e:
         raise UsageError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:80]})") from None
     if script != SCRIPT:
         raise UsageError(f"{path} was written by {script}.py; load it with that script")
-    ck["args"] = {"conditional": False, "classes": ["."], **ck["args"]}  # as written before classes came in
+    checkpoint["args"] = {"conditional": False, "classes": ["."], **checkpoint["args"]}  # (older: no classes)
     for k in "dataset image_size channels z_dim noise g_width d_width depth pack conditional".split():
-        if hasattr(args, k) and ck["args"].get(k) != getattr(args, k):
-            raise UsageError(f"--resume: the checkpoint has --{k.replace('_', '-')} {ck['args'].get(k)}")
-    return ck
+        saved = checkpoint["args"].get(k)
+        if hasattr(args, k) and saved != getattr(args, k):
+            raise UsageError(f"--resume: the checkpoint has --{k.replace('_', '-')} {saved}")
+    return checkpoint
 
-def load_states(ck, nets):  # a checkpoint's state dicts into nets (name: module or optimiser, or None)
+def load_states(checkpoint, nets):  # its state dicts into nets (name: a module or an optimiser, or None)
     try:
         for k, m in nets.items():
-            if m is not None and ck.get(k) is not None:
-                m.load_state_dict(ck[k])
+            if m is not None and checkpoint.get(k) is not None:
+                m.load_state_dict(checkpoint[k])
     except (RuntimeError, KeyError, ValueError) as e:
         raise UsageError(f"the checkpoint does not fit this model ({str(e)[:150]})") from None
 
 def resume(path, args, nets, *, classes, images_per_step, rank, device):  # -> (step, epoch, pos) of ckpt.pt
-    ck = load_checkpoint(path, args)
-    if args.conditional and ck["args"]["classes"] != classes:  # the labels would mean other classes
-        saved = ck["args"]["classes"]
+    checkpoint = load_checkpoint(path, args)
+    if args.conditional and checkpoint["args"]["classes"] != classes:  # the labels would mean other classes
+        saved = checkpoint["args"]["classes"]
         changed = [f"{i}: {a} -> {b}" for i, (a, b) in enumerate(zip(saved, classes)) if a != b]
         if len(saved) != len(classes):
             changed.append(f"{len(saved)} classes -> {len(classes)}")
         raise UsageError(f"--resume: the dataset's classes are not the checkpoint's: {', '.join(changed)}")
-    saved = ck.get("images_per_step", images_per_step)  # older checkpoints: kept at epoch ends only
-    if ck["pos"] and saved != images_per_step:
+    saved = checkpoint.get("images_per_step", images_per_step)  # older checkpoints: kept at epoch ends only
+    if checkpoint["pos"] and saved != images_per_step:
         raise UsageError(f"--resume in mid-epoch needs the same {saved} images a step (--batch-size times "
                          f"the ranks), not {images_per_step}; or resume from the next epoch's checkpoint")
-    load_states(ck, nets)
-    torch.set_rng_state(ck["rng"])
-    gpu_rng = ck.get("device_rng")  # (kind, state) of a GPU's random stream, or None
+    load_states(checkpoint, nets)
+    torch.set_rng_state(checkpoint["rng"])
+    gpu_rng = checkpoint.get("device_rng")  # (kind, state) of a GPU's random stream, or None
     if gpu_rng is not None and gpu_rng[0] == device.type:
         torch.get_device_module(device).set_rng_state(gpu_rng[1])
     if rank > 0:  # the other ranks draw noise of their own, not rank 0's
-        torch.manual_seed(args.seed + rank + 1000 * ck["step"])
+        torch.manual_seed(args.seed + rank + 1000 * checkpoint["step"])
     for opt, lr in ((nets["opt_G"], args.lr_g), (nets["opt_D"], args.lr_d)):  # the flags given now apply
         opt.param_groups[0].update(lr=lr, betas=(args.beta1, args.beta2))
     if rank == 0:
-        print(f"resumed from {path} at epoch {ck['epoch'] + 1}, step {ck['step']}")
-    return ck["step"], ck["epoch"], ck["pos"]
+        print(f"resumed from {path} at epoch {checkpoint['epoch'] + 1}, step {checkpoint['step']}")
+    return checkpoint["step"], checkpoint["epoch"], checkpoint["pos"]
 
 def prepare_out_dir(out, resume):  # never overwrite a run by accident
     if (out / "ckpt.pt").exists() != resume:
@@ -694,7 +702,7 @@ def train(args):
     amp = autocast(device, args.amp)
     grid = grid_inputs(args, classes, device)
     metrics = MetricsLog(out / "metrics.csv", step, args.resume)
-    pending = []  # the step values not yet logged, on the device
+    unlogged = []  # the step values not yet logged, on the device
     order = None  # this epoch's order of the dataset
     next_save = time.monotonic() + 60 * (args.ckpt_every or math.inf)
     with run_lock(out, rank), stop_requests() as stop:
@@ -707,15 +715,15 @@ def train(args):
             reals, y = batch_to_float(x, device, args), y.to(device)
             step_metrics = train_step(G_train, D_train, opt_G, opt_D, reals, y, args=args, amp=amp, step=step,
                                       total_steps=args.epochs * steps_per_epoch)
-            pending.append(torch.stack(step_metrics))
+            unlogged.append(torch.stack(step_metrics))
             step += 1
             if G_ema is not None:
                 update_ema(G_ema, G, step, args.ema_decay)
             stop_signal, save_due = agree([stop.signal, int(time.monotonic() > next_save)], ranks)
-            if len(pending) >= args.log_every or stop_signal or save_due or pos + 1 == steps_per_epoch:
-                metrics.add_steps(step_values(pending, ranks, out, step), epoch, step, per_step * ranks)
+            if len(unlogged) >= args.log_every or stop_signal or save_due or pos + 1 == steps_per_epoch:
+                metrics.add_steps(step_values(unlogged, ranks, out, step), epoch, step, per_step * ranks)
                 bar.set_postfix(metrics.latest())
-                pending = []
+                unlogged = []
             save_now = stop_signal or save_due  # a checkpoint in mid-epoch keeps the place in this epoch too
             if save_now and G_ema is not None:  # (rank 0 alone keeps the EMA)
                 standing_stats(G_ema, args, device)
@@ -756,18 +764,19 @@ def stop_after_checkpoint(signal_number, out, step, rank):  # every rank exits 1
 
 @torch.no_grad()
 def generate(args):  # --generate N: the EMA generator's samples as uint8 NHWC (.npz, key x) or PNG files
-    ck = load_checkpoint(args.ckpt or Path(args.out_dir) / "ckpt.pt")
-    if not args.to or (ck["channels"] is None and not args.to.endswith(".npz")):  # 2-D points: .npz only
+    checkpoint = load_checkpoint(args.ckpt or Path(args.out_dir) / "ckpt.pt")
+    points = checkpoint["channels"] is None  # 2-D points: .npz only
+    if not args.to or (points and not args.to.endswith(".npz")):
         raise UsageError("--generate needs --to FILE.npz or --to DIR/ (for 2-D points: FILE.npz)")
-    saved_args = argparse.Namespace(**ck["args"])
+    saved_args = argparse.Namespace(**checkpoint["args"])
     device = pick_device(args.device)
     classes = len(saved_args.classes) if saved_args.conditional else 0
     if args.label is not None and not classes:
         raise UsageError("--label: the checkpoint is not conditional (trained without --conditional)")
     if args.label not in [None, "all"] + [str(k) for k in range(classes)]:
         raise UsageError(f"--label {args.label}: use 0 to {classes - 1} or all")
-    G = build(saved_args, ck["channels"], classes)[0].to(device).eval()
-    load_states(ck, {"G_ema" if ck["G_ema"] else "G": G})
+    G = build(saved_args, checkpoint["channels"], classes)[0].to(device).eval()
+    load_states(checkpoint, {"G_ema" if checkpoint["G_ema"] else "G": G})
     torch.manual_seed(args.seed)
     y = torch.arange(args.generate) % len(saved_args.classes)  # equal shares, or all of --label's class
     if args.label not in (None, "all"):

@@ -148,6 +148,10 @@ def test_conditional_errors_are_one_line(tmp_path, capsys):
                        "--label", "0")
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "not conditional" in err
+    code = run_main(dcgan, "--generate", 4, "--ckpt", tmp_path / "b" / "ckpt.pt", "--to", tmp_path / "x.npz",
+                    "--label", "all")  # refused as --label 0 is: the checkpoint has no classes to share out
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "not conditional" in err
     assert not (tmp_path / "x.npz").exists()
     code = run_main(dcgan, "--dataset", "folder", "--data-dir", pets, "--epochs", 2, "--out-dir", tmp_path / "b",
                        "--resume", "--conditional", *TINY[dcgan], *RUN)  # a conditional resume of an unconditional run
@@ -192,3 +196,22 @@ def test_class_accuracy_trains_a_classifier_and_scores_labelled_samples(tmp_path
         np.savez(tmp_path / "unlabelled.npz", x=x.permute(0, 2, 3, 1).numpy())
         class_accuracy.main([str(tmp_path / "unlabelled.npz"), "--dataset", "mnist", "--classifier", str(path)])
     assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_a_resume_refuses_other_class_names_and_a_mid_epoch_place_of_another_batch(tmp_path, capsys):
+    pets = class_folder(tmp_path / "pets")
+    run = ["--dataset", "folder", "--data-dir", str(pets), "--out-dir", str(tmp_path / "run"), "--conditional",
+           *TINY[dcgan], *RUN]
+    dcgan.main(run + ["--epochs", "1"])
+    (pets / "dog").rename(pets / "bat")  # the same count, another order: every label would mean another class
+    capsys.readouterr()
+    assert run_main(dcgan, *run, "--epochs", 2, "--resume") == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "classes are not the checkpoint's" in err and "0: cat -> bat, 1: dog -> cat" in err
+    (pets / "bat").rename(pets / "dog")
+    ck = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    ck["pos"] = 1  # as a checkpoint written after the first step of epoch 2
+    torch.save(ck, tmp_path / "run" / "ckpt.pt")
+    assert run_main(dcgan, *run, "--epochs", 2, "--resume", "--batch-size", 4) == 2
+    assert "needs the same 8 images a step" in capsys.readouterr().err
+    assert run_main(dcgan, *run, "--epochs", 2, "--resume") == 0  # the same batch: it continues
