@@ -33,6 +33,9 @@ def build(*args):  # the networks of this rank, to write G at the end
     built.append(real_build(*args))
     return built[-1]
 script.build = build
+if os.environ.get("NAN_ON_RANK") == os.environ["RANK"]:  # this rank's losses turn NaN
+    real_step = script.train_step
+    script.train_step = lambda *a, **k: [v * float("nan") for v in real_step(*a, **k)]
 try:
     script.main(sys.argv[1:])
 finally:
@@ -50,7 +53,7 @@ def class_folder(root, n=48):  # 3 classes of 16 16x16 images: 3 steps an epoch 
     return root
 
 
-def torchrun(script, tmp_path, *flags, wait=True):
+def torchrun(script, tmp_path, *flags, wait=True, env=None, wait_ok=True):
     out = tmp_path / "run"
     out.mkdir(exist_ok=True)
     wrapper = tmp_path / f"ranked_{script}.py"
@@ -58,12 +61,12 @@ def torchrun(script, tmp_path, *flags, wait=True):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(wrapper),
                "--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--image-size", "16",
                "--batch-size", "8", "--device", "cpu", "--no-amp", "--out-dir", str(out), *SMALL[script], *flags]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     if not wait:
         return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (done.returncode == 0) == wait_ok, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout + done.stderr
 
 
@@ -132,3 +135,18 @@ def test_a_killed_rank_stops_the_other_without_a_hang(tmp_path):
     said = run.communicate(timeout=120)[0]  # no hang: torchrun returns, its other rank gone too
     assert run.returncode != 0 and time.monotonic() - started < 120, said[-3000:]
     assert subprocess.run(["pgrep", "-P", str(run.pid)], capture_output=True).stdout == b""
+
+
+def test_torchrun_resumes_a_single_process_run_and_a_nan_on_one_rank_stops_both(tmp_path):
+    class_folder(tmp_path / "data")
+    dcgan.main(["--dataset", "folder", "--data-dir", str(tmp_path / "data"), "--image-size", "16",
+                "--batch-size", "16", "--device", "cpu", "--no-amp", "--out-dir", str(tmp_path / "run"),
+                *SMALL["dcgan"], "--epochs", "1"])
+    torchrun("dcgan", tmp_path, "--epochs", "2", "--resume")
+    out = tmp_path / "run"
+    assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 6 and metric_rows(out, "step") == [*range(1, 7)]
+    kept = (out / "ckpt.pt").read_bytes()
+    said = torchrun("dcgan", tmp_path, "--epochs", "3", "--resume", "--log-every", "2", env={"NAN_ON_RANK": "1"},
+                    wait_ok=False)
+    assert said.count("stopped: a loss is NaN or infinite near step 8") == 2  # both ranks, at the same step
+    assert (out / "ckpt.pt").read_bytes() == kept and metric_rows(out, "step") == [*range(1, 7)]
