@@ -4,15 +4,17 @@
     python explore.py out/dcgan-cifar10                  # a run folder, or a ckpt.pt
     python explore.py out/my-run --script my_gan.py      # networks from your hacked copy of a script
 
-It serves one page at the address it prints (http://127.0.0.1:8000/ unless --host or --port say otherwise):
+It serves one page at the address it prints (http://127.0.0.1:8000/ unless --host or --port say otherwise;
+requests addressed to another host name get 403):
 the run (script, dataset, epoch, flags, latest FID, loss curves, progress.png), followed while it trains;
 the EMA generator's samples for any seed, temperature and (of a --conditional run) class; walks between two
 samples you click (slerp for normal noise, linear for uniform); PNG downloads; for a 2-D mlp_gan.py run, a
 scatter over the mode centres. Standard library and the scripts' own dependencies, no network. It imports the
-script that wrote the checkpoint (build(), sample_noise(), to_output()), or --script; no script imports it.
+script that wrote the checkpoint (build(), sample_noise(), to_output()): mlp_gan, dcgan or wgan_sn, else
+--script FILE; no script imports it. A checkpoint's strings reach the page as text, never as markup.
 Measured on 2 AVX2 EPYC cores, torch 2.14.1, 2026-12-01: a 64-image grid of dcgan.py's G in 88 ms over HTTP.
 """
-import argparse, csv, importlib.util, io, json, math, os, sys, threading
+import argparse, csv, importlib.util, io, json, math, os, socket, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -27,7 +29,12 @@ class UsageError(Exception):
 class BadRequest(Exception):
     """A bad request: HTTP 400 with a one-line JSON error; the server goes on."""
 
+SCRIPTS = ("mlp_gan", "dcgan", "wgan_sn")  # imported by the name a checkpoint gives; any other code: --script
+
 def load_script(name, path=None):  # the module that wrote a checkpoint: NAME.py beside this file, or --script
+    if path is None and name not in SCRIPTS:  # a checkpoint must not choose which code runs
+        raise UsageError(f"the checkpoint names the script {name!r}, not one of {', '.join(SCRIPTS)}: "
+                         "give the file that builds its networks with --script FILE")
     path = Path(path or Path(__file__).with_name(f"{name}.py"))
     if not path.is_file():
         raise UsageError(f"no {path} to build the networks of a {name} checkpoint (use --script FILE)")
@@ -81,6 +88,7 @@ class Run:
         G = module.build(args, ck["channels"], len(args.classes) if args.conditional else 0)[0]
         G.load_state_dict(ck["G_ema"] if ck.get("G_ema") is not None else ck["G"])
         self.module, self.args, self.meta, self.stamp = module, args, ck, stamp
+        self.code = str(Path(module.__file__).resolve())  # the file whose networks run, said on the page
         self.G, self.device = G.to(device).eval().requires_grad_(False), device
         self.version += 1
 
@@ -96,8 +104,8 @@ class Run:
     def info(self):
         self.refresh()
         m, a = self.meta, self.args
-        return dict(script=m["script"], dataset=a.dataset, epoch=m["epoch"], epochs=a.epochs, step=m["step"],
-                    fid=self.latest_fid(), points=m["channels"] is None, noise=a.noise,
+        return dict(script=m["script"], code=self.code, dataset=a.dataset, epoch=m["epoch"], epochs=a.epochs,
+                    step=m["step"], fid=self.latest_fid(), points=m["channels"] is None, noise=a.noise,
                     image_size=getattr(a, "image_size", None), classes=a.classes if a.conditional else None,
                     flags=dict(sorted(vars(a).items())), version=self.version, warning=self.warning,
                     progress=(self.folder / "progress.png").is_file())
@@ -129,23 +137,27 @@ class Run:
         Image.fromarray(grid.permute(1, 2, 0).numpy()).save(png, format="PNG")
         return png.getvalue()
 
-    def labels(self, query, n):  # conditional: all of class ?label=K, or a row a class (-1, the default)
+    def layout(self, query, n):  # -> (labels, images a row): all of class ?label=K, or a row a class (-1)
         if "label" in query and not self.args.conditional:
             raise BadRequest("this checkpoint has no classes (it was not trained with --conditional)")
         k, classes = number(query, "label", int, -1, len(self.args.classes) - 1, -1), len(self.args.classes)
-        return torch.arange(n) // math.ceil(math.sqrt(n)) % classes if k < 0 else torch.full((n,), k)
+        if k >= 0 or not self.args.conditional:
+            return torch.full((n,), max(k, 0)), math.ceil(math.sqrt(n))
+        per_row = max(1, n // classes)  # rows of n // classes: every class shows (n below it: the first n)
+        return torch.arange(n) // per_row % classes, per_row  # (the page's clicks use the same rule)
 
     def grid(self, query):
         n, seed = number(query, "n", int, 8, 256, 64), number(query, "seed", int, 0, 2 ** 31 - 1, 0)
         z = self.noise(n, seed, number(query, "temperature", float, 0.05, 3, 1))
-        return self.picture(z, self.labels(query, n), math.ceil(math.sqrt(n)), f"{n} samples, seed {seed}")
+        y, per_row = self.layout(query, n)
+        return self.picture(z, y, per_row, f"{n} samples, seed {seed}")
 
     def walk(self, query):  # a conditional G walks in the class of the first sample
         if self.meta["channels"] is None:
             raise BadRequest("a 2-D run has points, not images, to walk between")
         n, seed = number(query, "n", int, 8, 256, 64), number(query, "seed", int, 0, 2 ** 31 - 1, 0)
         a, b = number(query, "a", int, 0, n - 1, 0), number(query, "b", int, 0, n - 1, 1)
-        steps, y = number(query, "steps", int, 2, 32, 10), self.labels(query, n)
+        steps, y = number(query, "steps", int, 2, 32, 10), self.layout(query, n)[0]
         z = self.noise(n, seed, number(query, "temperature", float, 0.05, 3, 1))
         between = slerp if self.args.noise == "normal" else torch.lerp  # uniform noise: a straight line
         frames = torch.stack([between(z[a], z[b], t) for t in torch.linspace(0, 1, steps)])
@@ -160,10 +172,14 @@ class Run:
 
 class Handler(BaseHTTPRequestHandler):
     run = None  # the Run this server shows (set by make_server)
+    hosts = ()  # the Host headers it answers: its own addresses (a page elsewhere may rebind a name to them)
 
     def do_GET(self):
         url = urlparse(self.path)
         query = parse_qs(url.query)
+        if self.headers.get("Host") not in self.hosts:  # DNS rebinding: another site's name for this address
+            error = f"Host {self.headers.get('Host')!r} is not this server's address ({self.hosts[0]})"
+            return self.reply(403, json.dumps({"error": error}).encode(), "application/json")
         try:
             if url.path == "/":
                 self.reply(200, PAGE.encode(), "text/html; charset=utf-8")
@@ -194,9 +210,18 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):  # quiet: a request a second while the page follows a run
         pass
 
+class IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
 def make_server(run, host="127.0.0.1", port=8000):  # port 0: any free port (server.server_address)
-    handler = type("RunHandler", (Handler,), {"run": run})
-    return ThreadingHTTPServer((host, port), handler)
+    server = (IPv6Server if ":" in host else ThreadingHTTPServer)((host, port), Handler)
+    port = server.server_address[1]
+    names = [host, "127.0.0.1", "localhost", "::1"]
+    hosts = [f"[{name}]:{port}" if ":" in name else f"{name}:{port}" for name in dict.fromkeys(names)]
+    if port == 80:  # the browser leaves out the default port
+        hosts += [h.rsplit(":", 1)[0] for h in hosts]
+    server.RequestHandlerClass = type("RunHandler", (Handler,), {"run": run, "hosts": tuple(hosts)})
+    return server
 
 PAGE = r"""<!doctype html><html><head><meta charset="utf-8"><title>explore</title><style>
 body{font:14px system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
@@ -243,9 +268,11 @@ function showWalk() {
   $("walkinfo").textContent = `sample ${a} to sample ${b} (${info.noise == "normal" ? "slerp" : "linear"})`;
 }
 $("grid").onload = () => enlarge($("grid"), 560); $("walk").onload = () => enlarge($("walk"), 840);
-$("grid").onclick = e => {  // which cell: the grid has 2-px gaps, ceil(sqrt(n)) images a row
+$("grid").onclick = e => {  // which cell: the grid has 2-px gaps, nrow images a row
   if (info.points) return;
-  const img = $("grid"), n = +$("n").value, nrow = Math.ceil(Math.sqrt(n)), cell = info.image_size + 2;
+  const img = $("grid"), n = +$("n").value, cell = info.image_size + 2;
+  const rowEach = info.classes && $("label").value == "-1";  // as the server's layout(): a row a class
+  const nrow = rowEach ? Math.max(1, Math.floor(n / info.classes.length)) : Math.ceil(Math.sqrt(n));
   const x = e.offsetX * img.naturalWidth / img.clientWidth;
   const y = e.offsetY * img.naturalHeight / img.clientHeight;
   const i = Math.floor(y / cell) * nrow + Math.min(nrow - 1, Math.floor(x / cell));
@@ -259,19 +286,23 @@ $("new").onclick = () => { $("seed").value = Math.floor(Math.random() * 1e6); sh
 $("temp").oninput = () => { $("tval").textContent = (+$("temp").value).toFixed(2); };
 function showRun() {
   $("title").textContent = `${info.script}.py on ${info.dataset}`;
-  $("meta").textContent = `epoch ${info.epoch} of ${info.epochs}, step ${info.step}, ${info.noise} noise`;
+  $("meta").textContent = `epoch ${info.epoch} of ${info.epochs}, step ${info.step}, ${info.noise} noise; ` +
+    `networks of ${info.code}`;
   $("warning").textContent = info.warning;
   $("fid").textContent = info.fid ? `latest FID ${info.fid}` : "";
   $("progress").hidden = !info.progress;
   if (info.progress) $("progress").src = `/run/progress.png?v=${info.version}`;
   drawCurves();
-  const escape = text => String(text).replace(/[<&]/g, c => c == "<" ? "&lt;" : "&amp;");
   $("classbox").hidden = !info.classes;
   if (info.classes && !$("label").options.length)  // once: "a row each" (-1), then the classes
     ["a row each", ...info.classes.map((c, i) => `${i}: ${c}`)]
       .forEach((text, i) => $("label").add(new Option(text, i - 1)));
-  $("flags").innerHTML = Object.entries(info.flags).map(([k, v]) =>
-    `<tr><td>--${k.replaceAll("_", "-")}</td><td>${escape(v)}</td></tr>`).join("");
+  $("flags").replaceChildren(...Object.entries(info.flags).map(([k, v]) => {  // text nodes: a file's strings
+    const row = document.createElement("tr");                              // never become markup
+    row.insertCell().textContent = `--${k.replaceAll("_", "-")}`;
+    row.insertCell().textContent = typeof v == "string" ? v : JSON.stringify(v);
+    return row;
+  }));
 }
 async function drawCurves() {  // metrics.csv drawn as metrics.png is: running means of the step values
   const reply = await fetch(`/run/metrics.csv?v=${info.version}`);
@@ -326,7 +357,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="a run folder (it holds ckpt.pt) or a checkpoint file")
     p.add_argument("--script", help="the script file that builds the networks (default: the checkpoint's)")
-    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 serves every network this machine is on")
+    p.add_argument("--host", default="127.0.0.1", help="the address to serve (IPv4 or IPv6; 0.0.0.0: every "
+                   "network this machine is on). Requests must name it, or 127.0.0.1, localhost or [::1], "
+                   "with the port, in their Host header; others get 403 (a page on another site cannot use "
+                   "this one)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="cpu", help="where the generator runs: cpu, cuda, cuda:N, mps or auto")
     args = p.parse_args(argv)
@@ -339,8 +373,8 @@ def main(argv=None):
         sys.exit(2)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: --host {args.host} lets other machines reach this page and the run", file=sys.stderr)
-    host, port = server.server_address[:2]
-    print(f"serving {run.folder} at http://{host}:{port}/ (Ctrl-C stops)", flush=True)
+    print(f"serving {run.folder} at http://{server.RequestHandlerClass.hosts[0]}/ with the networks of "
+          f"{run.code} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

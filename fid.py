@@ -187,9 +187,14 @@ def load_inception(path=None, device="cpu"):
 def extract(net, images, batch_size=100, desc="Inception features"):
     """Features (N, 2048) and logits (N, 1008), float64 numpy, of uint8 images (N, C, H, W)."""
     device = next(net.parameters()).device
-    # Each batch's outputs go to the CPU at once: none pile up in GPU memory, and MPS has no float64.
-    outs = [[o.cpu() for o in net(torch.as_tensor(images[i:i + batch_size]).to(device), logits=True)]
-            for i in tqdm(range(0, len(images), batch_size), desc, unit="batch", dynamic_ncols=True)]
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32  # as training left them
+    torch.backends.cuda.matmul.allow_tf32 = False  # full fp32 on Ampere and newer GPUs too: the same samples
+    torch.backends.cudnn.allow_tf32 = False  # score as on a CPU
+    try:  # each batch's outputs go to the CPU at once: none pile up in GPU memory, and MPS has no float64
+        outs = [[o.cpu() for o in net(torch.as_tensor(images[i:i + batch_size]).to(device), logits=True)]
+                for i in tqdm(range(0, len(images), batch_size), desc, unit="batch", dynamic_ncols=True)]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
     return [torch.cat([o[k] for o in outs]).double().numpy() for k in (0, 1)]
 
 # --- The numbers ---------------------------------------------------------------------------------

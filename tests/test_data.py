@@ -116,3 +116,18 @@ def test_batch_scaling_and_augmentation():
     assert (first == 1).any() and (first == -1).any()  # some flipped, some not
     j = dcgan.to_float(batch, torch.device("cpu"), jitter=0.2)
     assert j.min() >= -1 and j.max() <= 1 and not torch.equal(j, x)
+
+
+def test_each_rank_gets_its_own_slice_of_a_steps_images():
+    data = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1) * 5  # image i holds the value 5 i
+    labels = torch.arange(40)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(0))
+    data, labels = dcgan.place_data(data, labels, torch.device("cpu"))
+    for pos in range(2):  # 2 steps of 2 ranks x 8 images
+        slices = [dcgan.rank_batch(data, labels, order, pos, 8, rank, 2) for rank in (0, 1)]
+        for x, y in slices:
+            assert torch.equal(x.flatten(), (y * 5).to(torch.uint8))  # the images of those labels
+        taken = torch.cat([y for _, y in slices])
+        assert torch.equal(taken, order[16 * pos:16 * (pos + 1)])  # disjoint, in the step's order
+    x, y = dcgan.rank_batch(data, labels, order, 1, 8, 0, 1)  # one process: the step's images
+    assert torch.equal(y, order[8:16])

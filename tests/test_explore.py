@@ -51,9 +51,9 @@ def serve(trained):
         server.server_close()
 
 
-def get(port, path):  # (status, content type, body); the path goes out as written, "../" included
+def get(port, path, host=None):  # (status, content type, body); the path goes out as written, "../" too
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    connection.request("GET", path)
+    connection.request("GET", path, headers={} if host is None else {"Host": host})
     response = connection.getresponse()
     return response.status, response.getheader("Content-Type"), response.read()
 
@@ -129,12 +129,16 @@ def test_a_conditional_run_shows_a_row_a_class_or_one_class(serve, conditional):
     port = serve(conditional)
     info = json.loads(get(port, "/api/info")[2])
     assert info["classes"][:2] == ["0 - zero", "1 - one"] and len(info["classes"]) == 10
-    rows = png(get(port, "/api/grid?n=16&seed=1")[2])  # 4 a row: classes 0, 1, 2, 3
-    sevens = png(get(port, "/api/grid?n=16&seed=1&label=7")[2])
-    assert rows.shape == sevens.shape == (74, 74, 3) and not np.array_equal(rows, sevens)
-    assert np.array_equal(png(get(port, "/api/grid?n=16&seed=1&label=-1")[2]), rows)  # -1: a row a class
-    row = lambda image, r: image[2 + 18 * r:18 * (r + 1)]
-    assert np.array_equal(row(png(get(port, "/api/grid?n=16&seed=1&label=2")[2]), 2), row(rows, 2))
+    rows = png(get(port, "/api/grid?n=64&seed=1")[2])  # rows of 64 // 10 = 6: classes 0 to 9, then 0
+    assert rows.shape == (11 * 18 + 2, 6 * 18 + 2, 3)  # every class shows, classes 8 and 9 too
+    sevens = png(get(port, "/api/grid?n=64&seed=1&label=7")[2])
+    assert sevens.shape == (8 * 18 + 2, 8 * 18 + 2, 3)  # one class: 8 a row
+    assert np.array_equal(png(get(port, "/api/grid?n=64&seed=1&label=-1")[2]), rows)  # -1: a row a class
+    for k in (2, 9):  # row k is class k: the same pixels as the first images of that class alone
+        alone = png(get(port, f"/api/grid?n=64&seed=1&label={k}")[2])
+        picked = rows[2 + 18 * k:18 * (k + 1), 2:18].astype(int)  # sample 6 k
+        assert np.abs(picked - alone[2 + 18 * (6 * k // 8):18 * (6 * k // 8 + 1),
+                                     2 + 18 * (6 * k % 8):18 * (6 * k % 8 + 1)].astype(int)).max() <= 2
     status, _, walk = get(port, "/api/walk?n=16&seed=1&a=4&b=5&steps=4&label=-1")  # in class 1, sample 4's
     assert status == 200 and png(walk).shape == (20, 4 * 18 + 2, 3)
     for bad in ("label=10", "label=-2", "label=one"):
@@ -168,6 +172,42 @@ def test_a_2d_run_shows_a_scatter_and_has_no_walk(serve, tmp_path):
     status, kind, body = get(port, "/api/grid?n=256")
     assert status == 200 and png(body).shape[0] > 100
     assert get(port, "/api/walk")[0] == 400
+
+
+def test_requests_addressed_to_another_host_name_are_refused(serve):
+    port = serve()
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1:{port + 1}", ""):  # DNS rebinding, a proxy
+        status, kind, body = get(port, "/api/info", host=host)
+        assert status == 403 and kind == "application/json" and "\n" not in json.loads(body)["error"], host
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}"):  # the page's own requests
+        assert get(port, "/api/info", host=host)[0] == 200
+
+
+def test_a_checkpoint_that_names_another_script_needs_script(trained, tmp_path, capsys):
+    ck = torch.load(trained / "run" / "ckpt.pt", weights_only=True)
+    ck["script"] = "fid"  # a sibling file, not a training script: never imported on a checkpoint's word
+    torch.save(ck, tmp_path / "ckpt.pt")
+    with pytest.raises(SystemExit) as e:
+        explore.main([str(tmp_path), "--port", "0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "--script" in err and "'fid'" in err
+    run = explore.Run(tmp_path, script=ROOT / "dcgan.py")  # named by the user: it runs, and the page says which
+    assert run.info()["code"] == str((ROOT / "dcgan.py").resolve())
+
+
+def test_an_ipv6_host_is_served(trained):
+    try:
+        server = explore.make_server(explore.Run(trained / "run"), "::1", 0)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    connection = http.client.HTTPConnection("::1", port, timeout=60)
+    connection.request("GET", "/api/info")
+    response = connection.getresponse()
+    assert response.status == 200 and json.loads(response.read())["script"] == "dcgan"
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.mark.parametrize("case", ["no checkpoint", "corrupt", "another kind", "bad device", "bad script"])
@@ -218,3 +258,35 @@ def test_in_a_real_browser_the_grid_decodes_and_two_clicks_show_a_walk(serve, co
         page.screenshot(path=str(tmp_path / "explore-conditional.png"))
         browser.close()
     assert errors == [] and (tmp_path / "explore.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium (apt-get install -y chromium)")
+def test_strings_from_a_crafted_checkpoint_show_as_text_in_a_real_browser(serve, conditional, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    attack = '<img src=x onerror="window.hacked=1;alert(1)"><script>window.hacked=2</script>'
+    ck = torch.load(conditional / "ckpt.pt", weights_only=True)
+    ck["args"][attack] = attack  # a flag's name and value
+    ck["args"]["classes"] = [attack] + ck["args"]["classes"][1:]  # a class name
+    (tmp_path / "crafted").mkdir()
+    torch.save(ck, tmp_path / "crafted" / "ckpt.pt")
+    (tmp_path / "crafted" / "metrics.csv").write_text(f"kind,epoch,step,time,{attack}\nstep,1,1,0,0.5\n")
+    port = serve(tmp_path / "crafted")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        errors, dialogs = [], []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("document.getElementById('grid').naturalWidth > 0")
+        page.click("#flags >> xpath=..")  # open the flags
+        page.wait_for_timeout(500)  # time for an injected handler to fire, were there one
+        flags = page.text_content("#flags")
+        assert f"--{attack}" in flags and flags.count(attack) == 2  # the name and the value, as text
+        assert page.eval_on_selector_all("#flags img, #flags script, #label img", "e => e.length") == 0
+        assert page.text_content("#label option:nth-child(2)") == f"0: {attack}"
+        assert page.evaluate("window.hacked") is None and dialogs == [] and errors == []
+        page.screenshot(path=str(tmp_path / "crafted.png"))
+        browser.close()

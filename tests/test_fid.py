@@ -199,3 +199,23 @@ def test_missing_inception_weights_stop_a_run_before_training(tmp_path, monkeypa
         dcgan.main(["--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--fid-every", "1",
                     "--out-dir", str(tmp_path / "o"), "--image-size", "16", "--g-width", "8", "--d-width", "8"])
     assert e.value.code == 2 and not (tmp_path / "o" / "metrics.csv").exists()
+
+
+def test_extract_runs_the_inception_pass_without_tf32_and_restores_the_setting():
+    class Recorder(torch.nn.Module):  # what the flags are while the network runs
+        def __init__(self):
+            super().__init__()
+            self.weight, self.seen = torch.nn.Parameter(torch.zeros(1)), []
+
+        def forward(self, x, logits=False):
+            self.seen.append((torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32))
+            return torch.zeros(len(x), 2048), torch.zeros(len(x), 1008)
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # as training sets them
+        net = Recorder()
+        features, _ = fid.extract(net, np.zeros((5, 3, 8, 8), np.uint8), batch_size=2)
+        assert features.shape == (5, 2048) and net.seen == [(False, False)] * 3
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
