@@ -14,7 +14,7 @@ script that wrote the checkpoint (build(), sample_noise(), to_output()): mlp_gan
 --script FILE; no script imports it. A checkpoint's strings reach the page as text, never as markup.
 Measured on 2 AVX2 EPYC cores, torch 2.14.1, 2026-12-01: a 64-image grid of dcgan.py's G in 88 ms over HTTP.
 """
-import argparse, csv, importlib.util, io, json, math, os, socket, sys, threading
+import argparse, csv, importlib.util, io, json, math, os, socket, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -30,6 +30,7 @@ class BadRequest(Exception):
     """A bad request: HTTP 400 with a one-line JSON error; the server goes on."""
 
 SCRIPTS = ("mlp_gan", "dcgan", "wgan_sn")  # imported by the name a checkpoint gives; any other code: --script
+DIRECTIONS, PCA_SAMPLES = 8, 4096  # principal directions of G's first layer, from this many samples
 
 def load_script(name, path=None):  # the module that wrote a checkpoint: NAME.py beside this file, or --script
     if path is None and name not in SCRIPTS:  # a checkpoint must not choose which code runs
@@ -90,6 +91,7 @@ class Run:
         self.module, self.args, self.meta, self.stamp = module, args, ck, stamp
         self.code = str(Path(module.__file__).resolve())  # the file whose networks run, said on the page
         self.G, self.device = G.to(device).eval().requires_grad_(False), device
+        self.pca = None  # the directions of this G, made when first asked for
         self.version += 1
 
     def refresh(self):  # a rewritten ckpt.pt: its model; one that cannot be read (yet): the previous model
@@ -125,11 +127,53 @@ class Run:
         z = self.module.sample_noise(n, self.args, "cpu", torch.Generator().manual_seed(seed))
         return z * temperature
 
+    def first_layer(self):  # the directions live in its output: G's first Linear or convolution
+        if self.meta["channels"] is None:
+            raise BadRequest("a 2-D run has no image directions")
+        kinds = (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d)
+        layer = next((m for m in self.G.modules() if isinstance(m, kinds)), None)
+        if layer is None:
+            raise BadRequest("this G has no Linear or convolution layer whose output could be edited")
+        return layer
+
     @torch.no_grad()
-    def picture(self, z, y, nrow, title=""):  # PNG bytes: a grid of the images G makes of z, or a 2-D scatter
-        png = io.BytesIO()
+    def directions(self):  # (K, D) orthonormal directions, their standard deviations: GANSpace's PCA
         with self.lock:
-            out = self.module.to_output(self.G(z.to(self.device), y.to(self.device)), self.args).cpu()
+            if self.pca is not None:
+                return self.pca
+            outputs, start = [], time.perf_counter()
+            hook = self.first_layer().register_forward_hook(lambda m, i, out: outputs.append(out.flatten(1)))
+            try:  # (a conditional G makes the classes in turn)
+                z = self.module.sample_noise(PCA_SAMPLES, self.args, "cpu", torch.Generator().manual_seed(0))
+                for batch in z.split(512):
+                    self.G(batch.to(self.device))
+            finally:
+                hook.remove()
+            x = torch.cat(outputs).float().cpu()
+            with torch.random.fork_rng(devices=[]):  # pca_lowrank's random start, the same each time
+                torch.manual_seed(0)
+                _, s, v = torch.pca_lowrank(x, q=min(DIRECTIONS, *x.shape), center=True)
+            self.pca = (v.T.contiguous(), s / math.sqrt(len(x) - 1), time.perf_counter() - start)
+            return self.pca
+
+    def shift(self, offsets):  # (rows, K) offsets in standard deviations -> (rows, D) moves of its output
+        components, std, _ = self.directions()
+        return (offsets * std) @ components
+
+    @torch.no_grad()
+    def picture(self, z, y, nrow, title="", shift=None):  # PNG bytes: a grid of G's images of z, or a scatter
+        png = io.BytesIO()
+        with self.lock:  # shift: added to G's first layer's output (a row for all, or one an image)
+            hook = None
+            if shift is not None:
+                move = shift.to(self.device)
+                add = lambda module, inputs, output: output + move.view(-1, *output.shape[1:])
+                hook = self.first_layer().register_forward_hook(add)
+            try:
+                out = self.module.to_output(self.G(z.to(self.device), y.to(self.device)), self.args).cpu()
+            finally:
+                if hook is not None:
+                    hook.remove()
             if self.meta["channels"] is None:
                 self.module.scatter(out, self.module.mixture(self.args.dataset)[0], png, title)
                 return png.getvalue()
@@ -146,11 +190,33 @@ class Run:
         per_row = max(1, n // classes)  # rows of n // classes: every class shows (n below it: the first n)
         return torch.arange(n) // per_row % classes, per_row  # (the page's clicks use the same rule)
 
-    def grid(self, query):
+    def grid(self, query):  # ?edit=o1,...,oK: offsets along the directions (all 0: the plain grid)
         n, seed = number(query, "n", int, 8, 256, 64), number(query, "seed", int, 0, 2 ** 31 - 1, 0)
         z = self.noise(n, seed, number(query, "temperature", float, 0.05, 3, 1))
         y, per_row = self.layout(query, n)
-        return self.picture(z, y, per_row, f"{n} samples, seed {seed}")
+        offsets = self.offsets(query)
+        shift = self.shift(offsets[None]) if offsets.any() else None
+        return self.picture(z, y, per_row, f"{n} samples, seed {seed}", shift)
+
+    def offsets(self, query):  # the edit's offsets, in standard deviations: K numbers in [-3, 3]
+        texts = query.get("edit", [""])[-1].split(",") if "edit" in query else []
+        if texts and len(texts) != len(self.directions()[1]):
+            raise BadRequest(f"edit needs {len(self.directions()[1])} numbers, not {len(texts)}")
+        return torch.tensor([number({"edit": [t]}, "edit", float, -3, 3, 0) for t in texts] or [0.0])
+
+    def strip(self, query):  # one sample along one direction, from -3 to +3 standard deviations in 7 steps
+        n, seed = number(query, "n", int, 8, 256, 64), number(query, "seed", int, 0, 2 ** 31 - 1, 0)
+        k = number(query, "direction", int, 0, len(self.directions()[1]) - 1, 0)
+        i = number(query, "sample", int, 0, n - 1, 0)
+        z = self.noise(n, seed, number(query, "temperature", float, 0.05, 3, 1))[i].repeat(7, 1)
+        offsets = torch.zeros(7, len(self.directions()[1]))
+        offsets[:, k] = torch.linspace(-3, 3, 7)
+        return self.picture(z, self.layout(query, n)[0][i].repeat(7), 7, shift=self.shift(offsets))
+
+    def directions_info(self):  # for the page: how many directions, their spread, how long the PCA took
+        _, std, seconds = self.directions()
+        return dict(std=[round(float(v), 4) for v in std], seconds=round(seconds, 2), version=self.version,
+                    step=self.meta["step"])
 
     def walk(self, query):  # a conditional G walks in the class of the first sample
         if self.meta["channels"] is None:
@@ -189,6 +255,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(200, self.run.grid(query), "image/png")
             elif url.path == "/api/walk":
                 self.reply(200, self.run.walk(query), "image/png")
+            elif url.path == "/api/directions":
+                self.run.refresh()
+                self.reply(200, json.dumps(self.run.directions_info()).encode(), "application/json")
+            elif url.path == "/api/strip":
+                self.reply(200, self.run.strip(query), "image/png")
             elif url.path.startswith("/run/"):
                 self.reply(200, *self.run.file(url.path[5:]))
             else:
@@ -241,25 +312,33 @@ label{margin-right:12px} input[type=number]{width:90px} td{padding:0 10px 0 0}
   <a id="dlgrid" download>download PNG</a></div>
   <div id="hint" class="muted">Click two samples to walk between them.</div>
   <img id="grid" class="px" alt="samples"></section>
+<section id="dirbox" hidden><b>Directions</b> of G's first layer (GANSpace: its principal components)
+  <span id="dirinfo" class="muted"></span> <button id="reset">reset</button>
+  <div class="muted">Each slider moves the grid along one direction, -3 to +3 standard deviations; a strip
+  shows the last sample you clicked (else sample 0) along one direction, -3 to +3 in 7 steps.</div>
+  <table id="sliders"></table></section>
 <section id="walkbox" hidden><b>Walk</b> <span id="walkinfo" class="muted"></span>
   <a id="dlwalk" download>download PNG</a><img id="walk" class="px" alt="walk"></section>
 <section><b>Training</b> <span id="fid"></span><div id="curves"></div><img id="progress" alt="progress">
   <details><summary>flags</summary><table id="flags"></table></details></section>
 <script>
 const $ = id => document.getElementById(id);
-let info = null, picks = [];
+let info = null, picks = [], lastPick = 0;
 function enlarge(img, width) {  // a whole-number zoom: pixels stay sharp
   img.style.width = img.naturalWidth * Math.max(1, Math.floor(width / img.naturalWidth)) + "px";
 }
 function query(extra) {
   const q = {n: $("n").value, seed: $("seed").value, temperature: $("temp").value, ...extra};
   if (info.classes) q.label = $("label").value;
+  const offsets = [...document.querySelectorAll("#sliders input")].map(s => s.value);
+  if (offsets.some(v => +v != 0) && !("direction" in q)) q.edit = offsets.join(",");
   return new URLSearchParams(q).toString() + "&v=" + info.version;
 }
 function showGrid() {
   picks = []; $("hint").textContent = info.points ? "" : "Click two samples to walk between them.";
   const url = "/api/grid?" + query({});
   $("grid").src = url; $("dlgrid").href = url; $("dlgrid").download = `samples-seed${$("seed").value}.png`;
+  showStrips();
 }
 function showWalk() {
   const [a, b] = picks, url = "/api/walk?" + query({a, b, steps: 10});
@@ -279,7 +358,38 @@ $("grid").onclick = e => {  // which cell: the grid has 2-px gaps, nrow images a
   if (i >= n) return;
   picks.push(i);
   $("hint").textContent = picks.length == 1 ? `sample ${i} picked: click another` : "";
+  lastPick = i; showStrips();
   if (picks.length == 2) { showWalk(); picks = []; }
+};
+async function showDirections(first) {  // sliders and strip links, made again for a new checkpoint
+  const reply = await fetch(`/api/directions?v=${info.version}`);
+  $("dirbox").hidden = !reply.ok;
+  if (!reply.ok) return;  // a 2-D run: no directions
+  const d = await reply.json();
+  $("dirinfo").textContent = (first ? "" : "new, for the checkpoint of step " + d.step + "; ") +
+    `computed in ${d.seconds} s`;
+  $("sliders").replaceChildren(...d.std.map((std, k) => {
+    const row = document.createElement("tr"), slider = document.createElement("input");
+    const link = document.createElement("a");
+    Object.assign(slider, {type: "range", min: -3, max: 3, step: 0.25, value: 0});
+    slider.onchange = showGrid;
+    row.insertCell().textContent = `${k + 1} (std ${std.toFixed(2)})`;
+    row.insertCell().append(slider);
+    link.textContent = "strip";
+    row.insertCell().append(link);
+    return row;
+  }));
+  showStrips();
+}
+function showStrips() {  // each direction's strip link: the last sample clicked, along it
+  document.querySelectorAll("#sliders a").forEach((a, k) => {
+    a.href = "/api/strip?" + query({direction: k, sample: lastPick});
+    a.download = `direction${k + 1}-seed${$("seed").value}-sample${lastPick}.png`;
+  });
+}
+$("reset").onclick = () => {
+  document.querySelectorAll("#sliders input").forEach(slider => { slider.value = 0; });
+  showGrid();
 };
 for (const id of ["n", "seed", "temp", "label"]) $(id).onchange = showGrid;
 $("new").onclick = () => { $("seed").value = Math.floor(Math.random() * 1e6); showGrid(); };
@@ -345,7 +455,8 @@ async function poll() {  // every 3 s: a new checkpoint redraws the page's run, 
   try {
     const next = await (await fetch("/api/info")).json();
     if (!info || next.version != info.version) {
-      const first = !info; info = next; showRun(); showGrid();
+      const first = !info; info = next; showRun();
+      $("sliders").replaceChildren(); showGrid(); showDirections(first);  // new directions, unedited
       if (!first && !$("walkbox").hidden) $("walk").src = $("walk").src.replace(/v=\d+/, "v=" + info.version);
     } else if (next.warning != info.warning) { info = next; showRun(); }
   } catch (e) { $("warning").textContent = "the server is not answering"; }

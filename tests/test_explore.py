@@ -5,6 +5,7 @@ import io
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,6 +211,59 @@ def test_an_ipv6_host_is_served(trained):
     server.server_close()
 
 
+def test_the_directions_are_orthonormal_and_sorted_by_their_spread(trained):
+    components, std, seconds = explore.Run(trained / "run").directions()
+    assert components.shape == (explore.DIRECTIONS, 16 * 4 * 4)  # the first transposed conv: 16 x 4 x 4
+    assert torch.allclose(components @ components.T, torch.eye(explore.DIRECTIONS), atol=1e-5)
+    assert torch.all(std[:-1] >= std[1:]) and std[-1] > 0 and seconds > 0
+
+
+def test_edits_along_a_direction_move_the_grid_and_zero_offsets_leave_it(serve):
+    port = serve()
+    plain = get(port, "/api/grid?n=16&seed=3")[2]
+    zero = ",".join(["0"] * explore.DIRECTIONS)
+    assert get(port, f"/api/grid?n=16&seed=3&edit={zero}")[2] == plain  # the same bytes
+    distance = lambda edit: np.abs(png(get(port, f"/api/grid?n=16&seed=3&edit={edit}")[2]).astype(int)
+                                   - png(plain).astype(int)).mean()
+    one, three = (",".join([str(v)] + ["0"] * (explore.DIRECTIONS - 1)) for v in (1, 3))
+    assert 0 < distance(one) < distance(three)
+    status, kind, strip = get(port, "/api/strip?n=16&seed=3&direction=0&sample=5")
+    assert status == 200 and png(strip).shape == (20, 7 * 18 + 2, 3)  # 7 steps from -3 to +3
+    middle = png(strip)[2:18, 2 + 3 * 18:18 * 4]  # offset 0: sample 5 as the plain grid shows it
+    assert np.abs(middle.astype(int) - png(plain)[2 + 18:36, 2 + 18:36].astype(int)).max() <= 2
+    for bad in ("grid?edit=1,2", f"grid?edit=4{zero[1:]}", f"grid?edit=x{zero[1:]}", f"grid?edit=nan{zero[1:]}",
+                f"strip?direction={explore.DIRECTIONS}", "strip?direction=-1", "strip?n=16&sample=16"):
+        status, _, body = get(port, f"/api/{bad}")
+        assert status == 400 and "\n" not in json.loads(body)["error"], bad
+
+
+def test_edits_keep_a_conditional_runs_classes(conditional):
+    run = explore.Run(conditional)
+    seen, real_forward = [], run.G.forward
+
+    def forward(z, y=None):  # the labels G is given (none while the directions are measured: classes in turn)
+        if y is not None:
+            seen.append(y.tolist())
+        return real_forward(z, y)
+    run.G.forward = forward
+    edit = ",".join(["2"] + ["-1"] * (explore.DIRECTIONS - 1))
+    for query in ({"n": ["64"], "label": ["7"]}, {"n": ["64"]}):
+        run.grid(query)
+        run.grid({**query, "edit": [edit]})
+        assert seen[-1] == seen[-2] and len(set(seen[-1])) == (1 if "label" in query else 10)
+    run.strip({"n": ["64"], "sample": ["13"], "direction": ["1"]})  # sample 13: row 2 of 6 a row, class 2
+    assert seen[-1] == [2] * 7
+
+
+def test_a_2d_run_has_no_directions(serve, tmp_path):
+    mlp_gan.main(["--steps-per-epoch", "3", "--epochs", "1", "--batch-size", "32", "--g-width", "16",
+                  "--d-width", "16", "--device", "cpu", "--out-dir", str(tmp_path / "points")])
+    port = serve(tmp_path / "points")
+    for path in ("/api/directions", "/api/strip", f"/api/grid?edit={','.join(['1'] * explore.DIRECTIONS)}"):
+        status, _, body = get(port, path)
+        assert status == 400 and "2-D" in json.loads(body)["error"], path
+
+
 @pytest.mark.parametrize("case", ["no checkpoint", "corrupt", "another kind", "bad device", "bad script"])
 def test_bad_input_at_start_up_is_one_line_with_status_2(case, trained, tmp_path, capsys):
     argv = {"no checkpoint": [str(tmp_path)], "corrupt": [str(tmp_path / "ckpt.pt")],
@@ -249,6 +303,19 @@ def test_in_a_real_browser_the_grid_decodes_and_two_clicks_show_a_walk(serve, co
         page.wait_for_function("document.querySelectorAll('#curves canvas').length == 2")  # losses, D outputs
         assert page.is_hidden("#classbox")  # an unconditional run: no classes to pick
         page.screenshot(path=str(tmp_path / "explore.png"))
+        page.wait_for_function("document.querySelectorAll('#sliders input').length == 8")  # the directions
+        original = page.evaluate("document.getElementById('grid').src")
+        page.fill("#sliders tr:first-child input", "2.5")  # the first slider, moved
+        page.dispatch_event("#sliders tr:first-child input", "change")
+        page.wait_for_function("document.getElementById('grid').src.includes('edit=2.5')")
+        page.wait_for_function("document.getElementById('grid').complete")
+        edited = page.evaluate("document.getElementById('grid').src")
+        page.click("#reset")
+        page.wait_for_function(f"document.getElementById('grid').src == {original!r}")  # the unedited grid
+        with page.expect_download() as download:
+            page.click("#sliders tr:first-child a")  # the first direction's strip
+        strip = png(Path(download.value.path()).read_bytes())
+        assert "edit=" not in original and strip.shape == (20, 7 * 18 + 2, 3) and edited != original
         page.goto(f"http://127.0.0.1:{serve(conditional)}/")  # a conditional run: pick a class
         page.wait_for_function("document.getElementById('grid').naturalWidth > 0")
         assert page.is_visible("#classbox") and page.eval_on_selector_all("#label option", "o => o.length") == 11
