@@ -9,9 +9,9 @@
 
 Every critic layer is spectrally normalised (torch's parametrization), bounding its Lipschitz constant with no
 weight clipping; --gp adds the WGAN-GP penalty. CIFAR-10 defaults: SN-GAN's recipe at half width, batch 32.
-Measured on 2 AMD EPYC cores with AVX-512 and bf16, torch 2.14.1, 2026-11-27: 20 CIFAR-10 epochs of 113 s (2.2x
-dcgan.py's) gave FID 39.7 and, seed 1, 43.85 (10,000 EMA samples vs all 50,000 training images); Fashion-MNIST:
-all classes, 2026-11-26. More: README.
+Measured on 2 AMD EPYC cores with AVX-512 and bf16, torch 2.14.1, 2026-11-27: 20 CIFAR-10 epochs of 113 s
+(2.2x dcgan.py's) gave FID 39.7 and, seed 1, 43.85 (10,000 EMA samples vs all 50,000 training images);
+Fashion-MNIST: all classes, 2026-11-26. More: README.
 
 Where to hack: a new loss in critic_loss() and train_step(); new networks in Generator and Critic (made
 in build()); a new dataset in load_images(). Below the '# --- shared' markers: the same code in every script.
