@@ -5,13 +5,21 @@
     python explore.py out/my-run --script my_gan.py      # networks from your hacked copy of a script
 
 It serves one page at the address it prints (http://127.0.0.1:8000/ unless --host or --port say otherwise;
-requests addressed to another host name get 403):
-the run (script, dataset, epoch, flags, latest FID, loss curves, progress.png), followed while it trains;
-the EMA generator's samples for any seed, temperature and (of a --conditional run) class; walks between two
-samples you click (slerp for normal noise, linear for uniform); PNG downloads; for a 2-D mlp_gan.py run, a
-scatter over the mode centres. Standard library and the scripts' own dependencies, no network. It imports the
-script that wrote the checkpoint (build(), sample_noise(), to_output()): mlp_gan, dcgan or wgan_sn, else
---script FILE; no script imports it. A checkpoint's strings reach the page as text, never as markup.
+requests addressed to another host name get 403): the run (script, dataset, epoch, flags, latest FID, loss
+curves, progress.png), followed while it trains; the EMA generator's samples for any seed, temperature and
+(of a --conditional run) class; walks between two samples you click (slerp for normal noise, linear for
+uniform); PNG downloads; for a 2-D mlp_gan.py run, a scatter over the mode centres.
+
+Directions (GANSpace, Harkonen et al. 2020): the first 8 principal components of the output of G's first
+layer (dcgan.py: its first transposed convolution; wgan_sn.py and mlp_gan.py: the first Linear), from 4,096
+samples, computed when first asked for and again for each new checkpoint. Each slider adds its direction,
+-3 to +3 standard deviations, to that output for every sample of the grid (sliders add up; "reset" or 0 gives
+the plain grid, the same pixels; a conditional G keeps its classes). Each direction's "strip" link is a PNG
+of one sample (the last one clicked) along it in 7 steps. A 2-D run has none.
+
+Standard library and the scripts' own dependencies, no network. It imports the script that wrote the
+checkpoint (build(), sample_noise(), to_output()): mlp_gan, dcgan or wgan_sn, else --script FILE; no script
+imports it. A checkpoint's strings reach the page as text, never as markup.
 Measured on 2 AVX2 EPYC cores, torch 2.14.1, 2026-12-01: a 64-image grid of dcgan.py's G in 88 ms over HTTP.
 """
 import argparse, csv, importlib.util, io, json, math, os, socket, sys, threading, time
