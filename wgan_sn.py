@@ -614,7 +614,10 @@ def load_states(checkpoint, nets):  # its state dicts into nets (name: a module 
     except (RuntimeError, KeyError, ValueError) as e:
         raise UsageError(f"the checkpoint does not fit this model ({str(e)[:150]})") from None
 
-def resume(path, args, nets, *, classes, images_per_step, rank, device):  # -> (step, epoch, pos) of ckpt.pt
+def resume_state(path, args, nets, *, classes, images_per_step, rank, device):  # -> (step, epoch, pos)
+    """Where the run starts: at 0, or with --resume where the checkpoint left off (its states into nets)."""
+    if not args.resume:
+        return 0, 0, 0
     checkpoint = load_checkpoint(path, args)
     if args.conditional and checkpoint["args"]["classes"] != classes:  # the labels would mean other classes
         saved = checkpoint["args"]["classes"]
@@ -712,13 +715,10 @@ def train(args):
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if args.ema and rank == 0 else None
     opt_G, opt_D = adam(G, args.lr_g, args), adam(D, args.lr_d, args)
     nets = dict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D)  # what a checkpoint holds
-    step, start_epoch, start_pos = 0, 0, 0
-    if args.resume:
-        step, start_epoch, start_pos = resume(out / "ckpt.pt", args, nets, classes=classes,
-                                              images_per_step=per_step * ranks, rank=rank, device=device)
+    step, start_epoch, start_pos = resume_state(out / "ckpt.pt", args, nets, classes=classes,
+                                                images_per_step=per_step * ranks, rank=rank, device=device)
     G_train, D_train = for_training(G, args, device, ranks), for_training(D, args, device, ranks)
     amp = autocast(device, args.amp)
-    grid = grid_inputs(args, classes, device)
     metrics = MetricsLog(out / "metrics.csv", step, args.resume)
     unlogged = []  # the step values not yet logged, on the device
     order = None  # this epoch's order of the dataset
@@ -738,10 +738,13 @@ def train(args):
             if G_ema is not None:
                 update_ema(G_ema, G, step, args.ema_decay)
             stop_signal, save_due = agree([stop.signal, int(time.monotonic() > next_save)], ranks)
-            if len(unlogged) >= args.log_every or stop_signal or save_due or pos + 1 == steps_per_epoch:
-                metrics.add_steps(step_values(unlogged, ranks, out, step), epoch, step, per_step * ranks)
-                bar.set_postfix(metrics.latest())
+            log_now = len(unlogged) >= args.log_every or stop_signal or save_due or pos + 1 == steps_per_epoch
+            if log_now:  # on every rank: the values' all-reduce
+                logged = step_values(unlogged, ranks, out, step)
                 unlogged = []
+            if log_now and rank == 0:  # rank 0 alone writes metrics.csv
+                metrics.add_steps(logged, epoch, step, per_step * ranks)
+                bar.set_postfix(metrics.latest())
             save_now = stop_signal or save_due  # a checkpoint in mid-epoch keeps the place in this epoch too
             if save_now and G_ema is not None:  # (rank 0 alone keeps the EMA)
                 standing_stats(G_ema, args, device)
@@ -754,8 +757,8 @@ def train(args):
                 stop_after_checkpoint(stop_signal, out, step, rank)
             if pos + 1 < steps_per_epoch or rank > 0:  # the rest: the end of an epoch, on rank 0 alone
                 continue
-            epoch_metrics, fid_error = evaluate_epoch(G, G_ema, args, grid, epoch, out, fid_net, data, device)
-            metrics.add_epoch(epoch, step, epoch_metrics)
+            scores, fid_error = evaluate_epoch(G, G_ema, args, classes, epoch, out, fid_net, data, device)
+            metrics.add_epoch(epoch, step, scores)
             save_checkpoint(out, nets, metrics, args=args, classes=classes, channels=channels, step=step,
                             epoch=epoch + 1, pos=0, images_per_step=per_step * ranks, device=device)
             plot_metrics(out)
@@ -764,11 +767,11 @@ def train(args):
     if rank == 0:
         print(f"done: {step} steps; outputs in {out}/")
 
-def evaluate_epoch(G, G_ema, args, grid, epoch, out, fid_net, data, device):  # -> (epoch values, FID error)
+def evaluate_epoch(G, G_ema, args, classes, epoch, out, fid_net, data, device):  # -> (values, FID error)
     """The grid, this script's epoch values and the FID when due, from the EMA G or from G in eval mode."""
     G.eval()  # BatchNorm's running statistics: samples do not depend on the rest of their batch
     sampler = G if G_ema is None else standing_stats(G_ema, args, device)
-    epoch_metrics = end_of_epoch(args, sampler, grid, epoch, out)
+    epoch_metrics = end_of_epoch(args, sampler, grid_inputs(args, classes, device), epoch, out)
     fid_error = None
     if fid_net is not None and (epoch + 1) % args.fid_every == 0:
         epoch_metrics["fid"], fid_error = measure_fid(sampler, args, data, fid_net, device, epoch)
