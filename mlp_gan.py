@@ -815,7 +815,8 @@ def main(argv=None):
         status = exit_status(e)
         if status is None:  # a bug: the traceback
             raise
-        print("stopped:" if status == 1 else "error:", *str(e).split(), file=sys.stderr)
+        said = " ".join(str(e).split())  # one line, one write (ranks share the terminal)
+        print(f"stopped: {said}" if status == 1 else f"error: {said}", file=sys.stderr)
         sys.exit(status)
     finally:
         if torch.distributed.is_initialized():
