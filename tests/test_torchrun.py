@@ -63,8 +63,7 @@ def torchrun(script, tmp_path, *flags, wait=True, env=None, wait_ok=True):
                "--batch-size", "8", "--device", "cpu", "--no-amp", "--out-dir", str(out), *SMALL[script], *flags]
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env or {}))
     if not wait:
-        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert (done.returncode == 0) == wait_ok, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout + done.stderr
