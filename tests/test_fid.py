@@ -219,3 +219,113 @@ def test_extract_runs_the_inception_pass_without_tf32_and_restores_the_setting()
         assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+# --- precision, recall, density and coverage ---------------------------------------------------------
+def random_features(seed, n, d=32, shift=0.0, scale=1.0):
+    return np.random.default_rng(seed).normal(shift, scale, size=(n, d)).astype(np.float32)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_prdc_equals_the_reference_code(k, capsys):
+    prdc = pytest.importorskip("prdc")  # Naeem et al.'s own code (PyPI prdc), a test dependency
+    real, fake = random_features(0, 300), random_features(1, 250, shift=0.3, scale=1.2)
+    expected = prdc.compute_prdc(real, fake, nearest_k=k)
+    ours = fid.precision_recall_density_coverage(real, fake, k_pr=k, k_dc=k)
+    for name in ("precision", "recall", "density", "coverage"):
+        assert ours[name] == pytest.approx(float(expected[name]), abs=1e-6), name
+    assert 0 < ours["precision"] < 1 and 0 < ours["recall"] < 1 and 0 < ours["coverage"] < 1  # not trivial
+
+
+def test_prdc_defaults_take_3_for_precision_recall_and_5_for_density_coverage():
+    prdc = pytest.importorskip("prdc")
+    real, fake = random_features(2, 200), random_features(3, 200, shift=0.2)
+    ours = fid.precision_recall_density_coverage(real, fake)
+    three, five = prdc.compute_prdc(real, fake, 3), prdc.compute_prdc(real, fake, 5)
+    assert ours["precision"] == pytest.approx(three["precision"], abs=1e-6)
+    assert ours["recall"] == pytest.approx(three["recall"], abs=1e-6)
+    assert ours["density"] == pytest.approx(five["density"], abs=1e-6)
+    assert ours["coverage"] == pytest.approx(five["coverage"], abs=1e-6)
+
+
+def test_prdc_of_a_set_and_itself_and_of_two_far_clusters():
+    real = random_features(4, 200)
+    same = fid.precision_recall_density_coverage(real, real.copy())
+    assert same["precision"] == same["recall"] == same["coverage"] == 1.0
+    far = fid.precision_recall_density_coverage(real, random_features(5, 150, shift=100.0))
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+
+
+def test_prdc_sees_a_collapse_as_lost_recall_and_coverage_not_precision():
+    real = random_features(6, 400, d=2)
+    collapsed = real[real[:, 0] > 0.5]  # a third of the real set, exactly: fidelity kept, diversity lost
+    scores = fid.precision_recall_density_coverage(real, collapsed)
+    assert scores["precision"] == 1.0
+    assert scores["recall"] < 0.5 and scores["coverage"] < 0.5
+
+
+def test_prdc_in_chunks_equals_all_at_once():
+    real, fake = random_features(7, 301), random_features(8, 257, shift=0.1)
+    whole = fid.precision_recall_density_coverage(real, fake, chunk=10_000)
+    assert fid.precision_recall_density_coverage(real, fake, chunk=7) == whole
+    assert fid.precision_recall_density_coverage(real, fake, chunk=1) == whole
+
+
+def test_prdc_bad_inputs_are_usage_errors():
+    with pytest.raises(fid.UsageError, match="need more than"):
+        fid.precision_recall_density_coverage(random_features(0, 5), random_features(1, 50))  # k = 5
+    with pytest.raises(fid.UsageError, match="different shapes"):
+        fid.precision_recall_density_coverage(random_features(0, 50, d=4), random_features(1, 50, d=5))
+    bad = random_features(0, 50)
+    bad[3, 1] = np.nan
+    with pytest.raises(fid.UsageError, match="NaN"):
+        fid.precision_recall_density_coverage(bad, random_features(1, 50))
+
+
+def run_fid(argv, capsys):  # fid.py's main() in this process: (exit status, stdout, stderr)
+    try:
+        fid.main([str(a) for a in argv] + ["--inception-weights", str(TS_FILE)])
+        status = 0
+    except SystemExit as e:
+        status = e.code
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def printed_prdc(stdout):
+    return {line.split()[0]: float(line.split()[-1]) for line in stdout.splitlines()
+            if line.split()[:1] in (["precision"], ["recall"], ["density"], ["coverage"])}
+
+
+@needs_port
+def test_cli_prdc_on_a_folder_a_dataset_split_and_saved_features(tmp_path, capsys):
+    from conftest import make_cifar, make_folder
+    folder, data = make_folder(tmp_path / "imgs", n=6), make_cifar(tmp_path / "data")
+    status, out, err = run_fid([folder, "cifar10:test", "--prdc", "--k", "2", "--data-dir", data,
+                                "--save-stats", tmp_path / "ref.npz", "--save-features"], capsys)
+    assert status == 0, err
+    direct = printed_prdc(out)
+    assert set(direct) == {"precision", "recall", "density", "coverage"} and "(k=2)" in out
+    assert "B (16 samples) against A (9)" in out  # cifar10:test of the fixture, the folder's readable images
+    saved = np.load(tmp_path / "ref.npz")
+    assert saved["features"].shape == (9, 2048) and saved["features"].dtype == np.float32
+    np.testing.assert_allclose(saved["mu"], saved["features"].astype(np.float64).mean(0))
+    # the saved features stand in for the folder: the same numbers, and an .npz of samples as B
+    x = fid.load_input("cifar10:test", data_dir=str(data))[1].permute(0, 2, 3, 1).numpy()
+    np.savez(tmp_path / "samples.npz", x=x)
+    status, out, err = run_fid([tmp_path / "ref.npz", tmp_path / "samples.npz", "--prdc", "--k", "2"], capsys)
+    assert status == 0, err
+    assert printed_prdc(out) == direct and out.count("FID:") == 1
+
+
+@needs_port
+def test_cli_prdc_refuses_statistics_and_too_few_samples(tmp_path, capsys):
+    np.savez(tmp_path / "stats.npz", mu=np.zeros(2048), sigma=np.eye(2048))
+    np.savez(tmp_path / "few.npz", mu=np.zeros(2048), sigma=np.eye(2048), features=random_features(0, 4, d=2048))
+    np.savez(tmp_path / "many.npz", mu=np.zeros(2048), sigma=np.eye(2048), features=random_features(1, 40, d=2048))
+    status, out, err = run_fid([tmp_path / "stats.npz", tmp_path / "many.npz", "--prdc"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "statistics only" in err and "--save-features" in err
+    status, out, err = run_fid([tmp_path / "many.npz", tmp_path / "few.npz", "--prdc"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "need more than" in err
+    status, out, err = run_fid([tmp_path / "many.npz", tmp_path / "many.npz", "--prdc", "--k", "3"], capsys)
+    assert status == 0 and printed_prdc(out) == {"precision": 1.0, "recall": 1.0, "density": 1.0, "coverage": 1.0}
