@@ -291,8 +291,9 @@ def precision_recall_density_coverage(real, fake, k_pr=3, k_dc=5, chunk=1024):
         real_balls_around += (d < real_dc[i:i + chunk, None]).sum(0)
         recalled.append((d < fake_pr[None]).any(1))  # a real inside some fake's ball
         covered.append(d.min(1) < real_dc[i:i + chunk])  # a real whose own ball holds a fake
-    return dict(precision=float(in_real_ball.mean()), recall=float(np.concatenate(recalled).mean()),
-                density=float(real_balls_around.mean() / k_dc), coverage=float(np.concatenate(covered).mean()))
+    recall, coverage = np.concatenate(recalled).mean(), np.concatenate(covered).mean()
+    return dict(precision=float(in_real_ball.mean()), recall=float(recall),
+                density=float(real_balls_around.mean() / k_dc), coverage=float(coverage))
 
 # --- Inputs and cached reference statistics ------------------------------------------------------
 # --- shared: mnist (the same code in every script and fid.py) ---
@@ -427,8 +428,8 @@ def parse_args(argv=None):
     p.add_argument("--kid", action="store_true", help="also the Kernel Inception Distance")
     p.add_argument("--prdc", action="store_true", help="also precision, recall, density and coverage of B "
                    "against A (the reference: real images)")
-    p.add_argument("--k", type=positive, default=None, help="the neighbours of --prdc's balls (default: 3 for "
-                   "precision and recall, 5 for density and coverage, as their papers)")
+    p.add_argument("--k", type=positive, default=None, help="the neighbours of --prdc's balls (default: 3 "
+                   "for precision and recall, 5 for density and coverage, as their papers)")
     args = p.parse_args(argv)
     if args.save_features and not args.save_stats:
         p.error("--save-features goes with --save-stats PATH")
@@ -464,8 +465,8 @@ def main(argv=None):
         for i, spec in enumerate(args.inputs):
             kind, x = load_input(spec, args.n, args.data_dir, args.image_size)
             if kind == "stats" and (args.kid or args.prdc or (args.save_features and i == 0)):
-                raise UsageError(f"{spec} holds statistics only (mu, sigma); --kid, --prdc and --save-features "
-                                 "need images, or features saved with --save-stats PATH --save-features")
+                raise UsageError(f"{spec} holds statistics only (mu, sigma); --kid, --prdc and "
+                                 "--save-features need images, or what --save-stats --save-features keeps")
             if kind != "images" and args.inception_score and i == 0:
                 raise UsageError(f"{spec} holds no images; --is needs images")
             if kind == "images":

@@ -18,7 +18,7 @@ MNIST --conditional, 20 epochs: 90.7% of samples are classified as their digit (
 Where to hack: a new loss or penalty in train_step(); networks in MLPGenerator and MLPDiscriminator (made in
 build()); a new 2-D benchmark in mixture(). Below the '# --- shared' markers: the same code in every script.
 """
-import argparse, copy, csv, functools, math, os, signal, sys, time
+import argparse, copy, csv, datetime, functools, math, os, signal, sys, time
 from contextlib import contextmanager, nullcontext, suppress
 from pathlib import Path
 
@@ -326,9 +326,10 @@ def pick_device(name):
     torch.backends.cudnn.benchmark = True
     return torch.device(name)
 
-def start_ranks(device_name):  # -> (rank, ranks, device): one process is rank 0 of 1
+def start_ranks(device_name, timeout):  # -> (rank, ranks, device): one process is rank 0 of 1
     """Under torchrun (which sets RANK, WORLD_SIZE and LOCAL_RANK) each process is a rank of a process group:
-    on CUDA it takes the GPU cuda:LOCAL_RANK; NCCL carries the GPU tensors, gloo the CPU ones."""
+    on CUDA it takes the GPU cuda:LOCAL_RANK; NCCL carries the GPU tensors, gloo the CPU ones. timeout: how
+    long a rank waits for the others in a collective before the run stops."""
     if "RANK" not in os.environ:
         return 0, 1, pick_device(device_name)
     if device_name in ("auto", "cuda") and torch.cuda.is_available():
@@ -336,8 +337,24 @@ def start_ranks(device_name):  # -> (rank, ranks, device): one process is rank 0
     device = pick_device(device_name)
     if device.type == "mps":
         raise UsageError("torchrun: a process group needs CUDA or the CPU (use --device cpu)")
-    torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
+    torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo",
+                                         timeout=timeout)
     return torch.distributed.get_rank(), torch.distributed.get_world_size(), device
+
+def collective_timeout(args):  # the other ranks wait while rank 0 ends an epoch (grid, checkpoint, FID)
+    fid_minutes = args.fid_samples // 100 if args.fid_every else 0  # a first FID also makes the reference's
+    return datetime.timedelta(minutes=30 + fid_minutes)  # statistics: 2 x N images through Inception
+
+def wait_for_rank_0(ranks):  # a barrier: an all-reduce of a CPU tensor goes through gloo, also beside NCCL
+    agree([0], ranks)
+
+def load_data_once(args, rank, ranks):  # rank 0 loads first (downloads, decodes, caches); the rest read that
+    if rank > 0:
+        wait_for_rank_0(ranks)
+    loaded = load_data(args)
+    if rank == 0:
+        wait_for_rank_0(ranks)
+    return loaded
 
 def agree(values, ranks):  # the largest of each int over all ranks: every rank acts on them at the same step
     if ranks == 1:
@@ -555,9 +572,11 @@ class StopRequest:  # Ctrl-C or SIGTERM: a checkpoint after this step, then exit
     def __init__(self):
         self.signal = 0  # the signal's number; 0: none
 
-    def handle(self, sig, frame):  # a second signal stops at once
-        if self.signal:
+    def handle(self, sig, frame):  # a second Ctrl-C stops at once; a repeated SIGTERM (a scheduler's, then
+        if self.signal and sig == signal.SIGINT:  # torchrun's) never interrupts the checkpoint
             raise KeyboardInterrupt
+        if self.signal:
+            return
         tqdm.write(f"{signal.Signals(sig).name}: saving a checkpoint", file=sys.stderr)
         self.signal = sig
 
@@ -680,11 +699,11 @@ def save_progress_strip(out):  # progress.png: the top rows of up to 16 epoch gr
     Image.fromarray(np.concatenate([r[:(r.shape[1] - 2) // 8 + 2] for r in rows])).save(out / "progress.png")
 
 def train(args):
-    rank, ranks, device = start_ranks(args.device)
+    rank, ranks, device = start_ranks(args.device, collective_timeout(args))
     out = Path(args.out_dir)
     prepare_out_dir(out, args.resume)
-    torch.manual_seed(args.seed + rank)  # each rank draws noise of its own
-    data, labels, classes = load_data(args)
+    torch.manual_seed(args.seed)  # the same networks on every rank (DDP sends the weights, not every buffer)
+    data, labels, classes = load_data_once(args, rank, ranks)
     channels = data.shape[1] if data.dim() == 4 else None  # None: 2-D points
     per_step = images_per_step(args)  # one rank's images in one step
     steps_per_epoch = len(data) // (per_step * ranks)  # each rank its own slice of a step's images
@@ -694,6 +713,8 @@ def train(args):
     G, D = build(args, channels, len(classes) if args.conditional else 0)
     G = G.to(device, memory_format=memory_format(device))
     D = D.to(device, memory_format=memory_format(device))
+    if rank > 0:
+        torch.manual_seed(args.seed + rank)  # each rank draws noise of its own
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if args.ema and rank == 0 else None
     opt_G, opt_D = adam(G, args.lr_g, args), adam(D, args.lr_d, args)
     nets = dict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D)  # what a checkpoint holds
@@ -713,21 +734,23 @@ def train(args):
                 bar.set_description(f"epoch {epoch + 1}/{args.epochs}")
             x, y = rank_batch(data, labels, order, pos, per_step, rank, ranks)
             reals, y = batch_to_float(x, device, args), y.to(device)
-            step_metrics = train_step(G_train, D_train, opt_G, opt_D, reals, y, args=args, amp=amp, step=step,
-                                      total_steps=args.epochs * steps_per_epoch)
+            place = epoch * steps_per_epoch + pos  # in the run at this batch: schedules survive a new one
+            step_metrics = train_step(G_train, D_train, opt_G, opt_D, reals, y, args=args, amp=amp,
+                                      step=place, total_steps=args.epochs * steps_per_epoch)
             unlogged.append(torch.stack(step_metrics))
             step += 1
             if G_ema is not None:
                 update_ema(G_ema, G, step, args.ema_decay)
             stop_signal, save_due = agree([stop.signal, int(time.monotonic() > next_save)], ranks)
-            log_now = len(unlogged) >= args.log_every or stop_signal or save_due or pos + 1 == steps_per_epoch
+            epoch_ends = pos + 1 == steps_per_epoch  # then its own checkpoint follows its evaluation
+            log_now = len(unlogged) >= args.log_every or stop_signal or save_due or epoch_ends
             if log_now:  # on every rank: the values' all-reduce
                 logged = step_values(unlogged, ranks, out, step)
                 unlogged = []
             if log_now and rank == 0:  # rank 0 alone writes metrics.csv
                 metrics.add_steps(logged, epoch, step, per_step * ranks)
                 bar.set_postfix(metrics.latest())
-            save_now = stop_signal or save_due  # a checkpoint in mid-epoch keeps the place in this epoch too
+            save_now = (stop_signal or save_due) and not epoch_ends  # (it keeps the place in the epoch)
             if save_now and G_ema is not None:  # (rank 0 alone keeps the EMA)
                 standing_stats(G_ema, args, device)
             if save_now and rank == 0:
@@ -735,9 +758,9 @@ def train(args):
                                 epoch=epoch, pos=pos + 1, images_per_step=per_step * ranks, device=device)
             if save_due:
                 next_save = time.monotonic() + 60 * args.ckpt_every
-            if stop_signal:
-                stop_after_checkpoint(stop_signal, out, step, rank)
-            if pos + 1 < steps_per_epoch or rank > 0:  # the rest: the end of an epoch, on rank 0 alone
+            if stop_signal and (not epoch_ends or rank > 0):
+                stop_after_checkpoint(stop_signal, out, step, rank, ranks)
+            if not epoch_ends or rank > 0:  # the rest: the end of an epoch, on rank 0 alone
                 continue
             scores, fid_error = evaluate_epoch(G, G_ema, args, classes, epoch, out, fid_net, data, device)
             metrics.add_epoch(epoch, step, scores)
@@ -746,6 +769,8 @@ def train(args):
             plot_metrics(out)
             if fid_error:
                 raise UsageError(fid_error)
+            if stop_signal:
+                stop_after_checkpoint(stop_signal, out, step, rank, ranks)
     if rank == 0:
         print(f"done: {step} steps; outputs in {out}/")
 
@@ -760,9 +785,10 @@ def evaluate_epoch(G, G_ema, args, classes, epoch, out, fid_net, data, device): 
     G.train()
     return epoch_metrics, fid_error
 
-def stop_after_checkpoint(signal_number, out, step, rank):  # every rank exits 128 + the signal, as shells do
+def stop_after_checkpoint(signal_number, out, step, rank, ranks):  # every rank exits 128 + the signal
     if rank == 0:
         tqdm.write(f"saved {out}/ckpt.pt at step {step}; --resume continues", file=sys.stderr)
+    wait_for_rank_0(ranks)  # torchrun stops the other ranks when one exits: none does before the checkpoint
     sys.exit(128 + signal_number)
 
 @torch.no_grad()

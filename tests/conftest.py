@@ -75,6 +75,16 @@ def make_folder(root, n=24, seed=0):
     return root
 
 
+def class_folder(root, n=48):  # 3 classes of 16 16x16 images (sub-folders): 3 steps an epoch at batch 16
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        (root / f"class{i % 3}").mkdir(parents=True, exist_ok=True)
+        img = np.full((16, 16, 3), 50 + 70 * (i % 3), np.uint8) + rng.integers(0, 30, (16, 16, 3), dtype=np.uint8)
+        Image.fromarray(img).save(root / f"class{i % 3}" / f"{i}.png")
+    return root
+
+
 @pytest.fixture
 def mnist_dir(tmp_path):
     return make_mnist(tmp_path / "data")

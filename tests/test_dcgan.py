@@ -202,3 +202,24 @@ def test_fid_every_epoch_goes_into_metrics(mnist_dir, tmp_path, monkeypatch):
     rows = [r for r in csv.DictReader(open(out / "metrics.csv")) if r["kind"] == "epoch"]
     assert float(rows[0]["fid"]) > 0
     assert len(list((tmp_path / "cache").glob("real-8x1x16x16-*.npz"))) == 1  # reference stats cached
+
+
+def test_generate_samples_the_ema_generator_the_same_for_the_same_seed(mnist_dir, tmp_path):
+    out = tmp_path / "run"
+    dcgan.main(["--dataset", "mnist", "--data-dir", str(mnist_dir), "--epochs", "2", "--image-size", "16",
+                "--out-dir", str(out), *TINY])
+    for name, seed in (("a", 3), ("b", 3), ("c", 4)):
+        dcgan.main(["--generate", "6", "--ckpt", str(out / "ckpt.pt"), "--to", str(tmp_path / f"{name}.npz"),
+                    "--seed", str(seed)])
+    a, b, c = (np.load(tmp_path / f"{name}.npz")["x"] for name in "abc")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    ck = torch.load(out / "ckpt.pt", weights_only=True)
+    args = dcgan.parse_args(["--image-size", "16", *TINY])
+    by_hand = {}
+    for name in ("G_ema", "G"):
+        G = dcgan.build(args, 1)[0].eval()
+        G.load_state_dict(ck[name])
+        torch.manual_seed(3)
+        with torch.no_grad():
+            by_hand[name] = dcgan.to_output(G(torch.randn(6, args.z_dim)), args).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(a, by_hand["G_ema"]) and not np.array_equal(a, by_hand["G"])

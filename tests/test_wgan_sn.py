@@ -1,5 +1,7 @@
-"""wgan_sn.py: spectral norm, the gradient penalty, the step, and a tiny end-to-end run."""
+"""wgan_sn.py: spectral norm, the gradient penalty, the step, a tiny end-to-end run, resumes and the lr schedule."""
 import csv
+import os
+import signal
 import subprocess
 import sys
 
@@ -8,7 +10,7 @@ import pytest
 import torch
 
 import wgan_sn
-from conftest import ROOT, make_nets, step
+from conftest import ROOT, class_folder, make_nets, step
 
 CPU = torch.device("cpu")
 
@@ -132,3 +134,72 @@ def test_cli_end_to_end(cifar_dir, tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "dcgan.py"), "--generate", "5", "--ckpt", str(out / "ckpt.pt"),
                         "--to", str(tmp_path / "d.npz")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "written by wgan_sn.py" in r.stderr
+
+
+def folder_run(folder, out, *flags):  # wgan_sn.py's folder defaults (SN-GAN's recipe: lr decay), tiny
+    wgan_sn.main(["--dataset", "folder", "--data-dir", str(folder), "--image-size", "16", "--g-width", "32",
+                  "--d-width", "8", "--device", "cpu", "--no-amp", "--ckpt-every", "0", "--out-dir", str(out),
+                  *map(str, flags)])
+
+
+def saved_states(path):
+    ck = torch.load(path, weights_only=True)
+    return {k: ck[k] for k in ("G", "D", "G_ema", "opt_G", "opt_D")}
+
+
+def same(a, b):  # nested state dicts, tensors compared exactly
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+
+def recording_steps(monkeypatch, stop_at=0):  # train_step() that logs (lr G, lr D) and sends SIGTERM once
+    real_step, lrs, calls = wgan_sn.train_step, [], {"n": 0}
+
+    def recorded_step(G, D, opt_G, opt_D, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == stop_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        values = real_step(G, D, opt_G, opt_D, *a, **k)
+        lrs.append((opt_G.param_groups[0]["lr"], opt_D.param_groups[0]["lr"]))
+        return values
+    monkeypatch.setattr(wgan_sn, "train_step", recorded_step)
+    return lrs
+
+
+def test_a_resume_with_the_default_lr_decay_repeats_an_unbroken_run_ema_included(tmp_path, monkeypatch):
+    folder = class_folder(tmp_path / "data")  # 48 images, batch 8: 6 steps an epoch
+    folder_run(folder, tmp_path / "straight", "--batch-size", 8, "--epochs", 2)
+    recording_steps(monkeypatch, stop_at=4)  # SIGTERM in mid-epoch
+    with pytest.raises(SystemExit):
+        folder_run(folder, tmp_path / "split", "--batch-size", 8, "--epochs", 2)
+    assert torch.load(tmp_path / "split" / "ckpt.pt", weights_only=True)["step"] == 4
+    folder_run(folder, tmp_path / "split", "--batch-size", 8, "--epochs", 2, "--resume")
+    straight, split = saved_states(tmp_path / "straight" / "ckpt.pt"), saved_states(tmp_path / "split" / "ckpt.pt")
+    assert straight["opt_G"]["param_groups"][0]["lr"] < 2e-4  # the decay ran
+    assert all(same(straight[k], split[k]) for k in straight)
+
+
+def test_a_stop_on_an_epochs_last_step_ends_the_epoch_and_a_resume_with_twice_the_batch_keeps_the_schedule(
+        tmp_path, monkeypatch):
+    """SIGTERM in the last step of epoch 1 (of 3): the epoch's grid, row and checkpoint (pos 0) are made
+    before the stop, so the run resumes with another batch; every step after that has the learning rates of
+    an unbroken run with the new batch at the same place in the run."""
+    folder = class_folder(tmp_path / "data")
+    lrs = recording_steps(monkeypatch)
+    folder_run(folder, tmp_path / "straight", "--batch-size", 16, "--epochs", 3)  # 3 steps an epoch
+    straight = lrs[:]
+    recording_steps(monkeypatch, stop_at=6)  # batch 8: 6 steps an epoch
+    with pytest.raises(SystemExit) as e:
+        folder_run(folder, tmp_path / "split", "--batch-size", 8, "--epochs", 3)
+    assert e.value.code == 128 + signal.SIGTERM
+    out = tmp_path / "split"
+    ck = torch.load(out / "ckpt.pt", weights_only=True)
+    assert (ck["epoch"], ck["pos"], ck["step"]) == (1, 0, 6)
+    assert (out / "samples" / "epoch_001.png").is_file()
+    assert [r["step"] for r in csv.DictReader(open(out / "metrics.csv")) if r["kind"] == "epoch"] == ["6"]
+    lrs = recording_steps(monkeypatch)
+    folder_run(folder, out, "--batch-size", 16, "--epochs", 3, "--resume")
+    assert len(lrs) == 6 and lrs == straight[3:]
