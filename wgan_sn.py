@@ -720,7 +720,7 @@ def train(args):
     rank, ranks, device = start_ranks(args.device, collective_timeout(args))
     out = Path(args.out_dir)
     prepare_out_dir(out, args.resume)
-    torch.manual_seed(args.seed)  # the same networks on every rank (DDP sends the weights, not every buffer)
+    torch.manual_seed(args.seed)  # the same on every rank: networks_on_device() reseeds ranks > 0
     data, labels, classes = load_data_once(args, rank, ranks)
     channels = data.shape[1] if data.dim() == 4 else None  # None: 2-D points
     per_step = images_per_step(args)  # one rank's images in one step
@@ -728,11 +728,7 @@ def train(args):
     check_run(args, len(data), classes, per_step * ranks, device)
     fid_net = load_fid_network(args, channels, device) if rank == 0 else None
     data, labels = place_data(data, labels, device)
-    G, D = build(args, channels, len(classes) if args.conditional else 0)
-    G = G.to(device, memory_format=memory_format(device))
-    D = D.to(device, memory_format=memory_format(device))
-    if rank > 0:
-        torch.manual_seed(args.seed + rank)  # each rank draws noise of its own
+    G, D = networks_on_device(args, channels, len(classes) if args.conditional else 0, device, rank)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False) if args.ema and rank == 0 else None
     opt_G, opt_D = adam(G, args.lr_g, args), adam(D, args.lr_d, args)
     nets = dict(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D)  # what a checkpoint holds
@@ -791,6 +787,13 @@ def train(args):
                 stop_after_checkpoint(stop_signal, out, step, rank, ranks)
     if rank == 0:
         print(f"done: {step} steps; outputs in {out}/")
+
+def networks_on_device(args, channels, classes, device, rank):  # G and D, the same on every rank
+    G, D = build(args, channels, classes)  # under the run's seed (DDP sends the weights, not every buffer)
+    if rank > 0:
+        torch.manual_seed(args.seed + rank)  # then each rank draws noise of its own
+    layout = memory_format(device)
+    return G.to(device, memory_format=layout), D.to(device, memory_format=layout)
 
 def evaluate_epoch(G, G_ema, args, classes, epoch, out, fid_net, data, device):  # -> (values, FID error)
     """The grid, this script's epoch values and the FID when due, from the EMA G or from G in eval mode."""
