@@ -5,7 +5,8 @@
     python explore.py out/my-run --script my_gan.py      # networks from your hacked copy of a script
 
 It serves one page at the address it prints (http://127.0.0.1:8000/ unless --host or --port say otherwise;
-requests addressed to another host name get 403): the run (script, dataset, epoch, flags, latest FID, loss
+requests addressed to another host name get 403; --host 0.0.0.0 also answers a machine's IP address, or
+tunnel: ssh -L 8000:127.0.0.1:8000 HOST, then http://127.0.0.1:8000/ where you are): the run (script, dataset, epoch, flags, latest FID, loss
 curves, progress.png), followed while it trains; the EMA generator's samples for any seed, temperature and
 (of a --conditional run) class; walks between two samples you click (slerp for normal noise, linear for
 uniform); PNG downloads; for a 2-D mlp_gan.py run, a scatter over the mode centres.
@@ -22,7 +23,7 @@ checkpoint (build(), sample_noise(), to_output()): mlp_gan, dcgan or wgan_sn, el
 imports it. A checkpoint's strings reach the page as text, never as markup.
 Measured on 2 AVX2 EPYC cores, torch 2.14.1, 2026-12-01: a 64-image grid of dcgan.py's G in 88 ms over HTTP.
 """
-import argparse, csv, importlib.util, io, json, math, os, socket, sys, threading, time
+import argparse, csv, importlib.util, io, ipaddress, json, math, os, socket, sys, threading, time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -244,19 +245,45 @@ class Run:
             raise BadRequest(f"{unquote(relative)!r} is not an image or metrics.csv of this run")
         return path.read_bytes(), "image/png" if path.suffix == ".png" else "text/csv; charset=utf-8"
 
+def is_ip_address(name):
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        return False
+
 class Handler(BaseHTTPRequestHandler):
     run = None  # the Run this server shows (set by make_server)
     hosts = ()  # the Host headers it answers: its own addresses (a page elsewhere may rebind a name to them)
+    port = None  # bound to every interface (0.0.0.0, ::): also a Host that is an IP address with this port
+
+    def addressed_here(self):  # DNS rebinding needs a name that resolves to this machine, never a bare address
+        host = self.headers.get("Host", "")
+        if host in self.hosts:
+            return True
+        try:
+            url = urlparse("//" + host)
+            return self.port is not None and (url.port or 80) == self.port and is_ip_address(url.hostname)
+        except ValueError:  # a port that is not a number
+            return False
+
+    def handle(self):  # a request the browser dropped (a slider moved on) is not an error: nothing to say
+        try:
+            super().handle()
+        except ConnectionError:
+            self.close_connection = True
 
     def do_GET(self):
         url = urlparse(self.path)
         query = parse_qs(url.query)
-        if self.headers.get("Host") not in self.hosts:  # DNS rebinding: another site's name for this address
+        if not self.addressed_here():  # DNS rebinding: another site's name for this address
             error = f"Host {self.headers.get('Host')!r} is not this server's address ({self.hosts[0]})"
             return self.reply(403, json.dumps({"error": error}).encode(), "application/json")
         try:
             if url.path == "/":
                 self.reply(200, PAGE.encode(), "text/html; charset=utf-8")
+            elif url.path == "/favicon.ico":  # browsers ask for one: no content, rather than a 404 in the console
+                self.reply(204, b"", "image/x-icon")
             elif url.path == "/api/info":
                 self.reply(200, json.dumps(self.run.info()).encode(), "application/json")
             elif url.path == "/api/grid":
@@ -274,6 +301,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.reply(404, json.dumps({"error": f"no {url.path} here"}).encode(), "application/json")
         except BadRequest as e:
             self.reply(400, json.dumps({"error": str(e)}).encode(), "application/json")
+        except ConnectionError:  # the browser went away mid-answer: handle() ends the connection quietly
+            raise
         except Exception as e:  # a bug or a broken model: said, and the server goes on
             error = f"{type(e).__name__}: {e}"[:200]
             self.reply(500, json.dumps({"error": error}).encode(), "application/json")
@@ -299,7 +328,9 @@ def make_server(run, host="127.0.0.1", port=8000):  # port 0: any free port (ser
     hosts = [f"[{name}]:{port}" if ":" in name else f"{name}:{port}" for name in dict.fromkeys(names)]
     if port == 80:  # the browser leaves out the default port
         hosts += [h.rsplit(":", 1)[0] for h in hosts]
-    server.RequestHandlerClass = type("RunHandler", (Handler,), {"run": run, "hosts": tuple(hosts)})
+    every_interface = host in ("", "0.0.0.0", "::")
+    attributes = {"run": run, "hosts": tuple(hosts), "port": port if every_interface else None}
+    server.RequestHandlerClass = type("RunHandler", (Handler,), attributes)
     return server
 
 PAGE = r"""<!doctype html><html><head><meta charset="utf-8"><title>explore</title><style>
@@ -476,10 +507,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", help="a run folder (it holds ckpt.pt) or a checkpoint file")
     p.add_argument("--script", help="the script file that builds the networks (default: the checkpoint's)")
-    p.add_argument("--host", default="127.0.0.1", help="the address to serve (IPv4 or IPv6; 0.0.0.0: every "
-                   "network this machine is on). Requests must name it, or 127.0.0.1, localhost or [::1], "
-                   "with the port, in their Host header; others get 403 (a page on another site cannot use "
-                   "this one)")
+    p.add_argument("--host", default="127.0.0.1", help="the address to serve (IPv4 or IPv6). Requests must "
+                   "name it, or 127.0.0.1, localhost or [::1], with the port, in their Host header; others get "
+                   "403 (a page on another site cannot use this one). 0.0.0.0 or :: (every network this "
+                   "machine is on) also answers any IP address with the port: open http://IP:PORT/ from "
+                   "another machine (a name other than localhost gets 403)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="cpu", help="where the generator runs: cpu, cuda, cuda:N, mps or auto")
     args = p.parse_args(argv)
@@ -491,7 +523,8 @@ def main(argv=None):
         print("error:", *str(e).split(), file=sys.stderr)
         sys.exit(2)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: --host {args.host} lets other machines reach this page and the run", file=sys.stderr)
+        print(f"warning: --host {args.host} lets other machines reach this page and the run (from another "
+              f"machine: http://<this machine's IP address>:{server.server_address[1]}/)", file=sys.stderr)
     print(f"serving {run.folder} at http://{server.RequestHandlerClass.hosts[0]}/ with the networks of "
           f"{run.code} (Ctrl-C stops)", flush=True)
     try:

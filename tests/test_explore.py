@@ -4,7 +4,10 @@ import http.client
 import io
 import json
 import shutil
+import socket
+import struct
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +44,8 @@ def conditional(trained):  # a --conditional run of the same data
 def serve(trained):
     servers = []
 
-    def start(path=None, script=None):
-        server = explore.make_server(explore.Run(path or trained / "run", script), "127.0.0.1", 0)
+    def start(path=None, script=None, host="127.0.0.1"):
+        server = explore.make_server(explore.Run(path or trained / "run", script), host, 0)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
         return server.server_address[1]
@@ -184,6 +187,32 @@ def test_requests_addressed_to_another_host_name_are_refused(serve):
         assert get(port, "/api/info", host=host)[0] == 200
 
 
+def test_bound_to_every_interface_an_ip_address_is_answered_and_other_names_refused(serve):
+    port = serve(host="0.0.0.0")  # what a browser on another machine sends: this machine's address
+    for host in (f"192.168.1.20:{port}", f"10.0.0.7:{port}", f"[fe80::1]:{port}", f"127.0.0.1:{port}",
+                 f"localhost:{port}", f"0.0.0.0:{port}"):
+        assert get(port, "/api/info", host=host)[0] == 200, host
+    for host in (f"evil.example:{port}", f"gpu-box.lan:{port}", f"192.168.1.20:{port + 1}", "192.168.1.20",
+                 f"192.168.1.20:x", ""):  # a name can be rebound by another site; another port is not us
+        assert get(port, "/api/info", host=host)[0] == 403, host
+    assert get(serve(), "/api/info", host=f"192.168.1.20:{port}")[0] == 403  # bound to 127.0.0.1: names only
+
+
+def test_a_request_the_client_drops_prints_nothing_and_the_next_is_answered(serve, capfd):
+    port = serve()
+    for _ in range(5):  # as the page does when a slider moves on: the grid's request abandoned mid-answer
+        client = socket.create_connection(("127.0.0.1", port))
+        client.sendall(f"GET /api/grid?n=64&seed=1 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # closed: a reset
+        client.close()
+    time.sleep(1)  # the server has written into the closed sockets
+    status, kind, body = get(port, "/api/grid?n=16&seed=3")
+    assert status == 200 and png(body).shape == (74, 74, 3)
+    assert get(port, "/favicon.ico")[:2] == (204, "image/x-icon")  # a browser's request: no 404 in its console
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
 def test_a_checkpoint_that_names_another_script_needs_script(trained, tmp_path, capsys):
     ck = torch.load(trained / "run" / "ckpt.pt", weights_only=True)
     ck["script"] = "fid"  # a sibling file, not a training script: never imported on a checkpoint's word
@@ -288,6 +317,11 @@ def test_in_a_real_browser_the_grid_decodes_and_two_clicks_show_a_walk(serve, co
         page = browser.new_page(viewport={"width": 1000, "height": 900})
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
+
+        def console(message):  # a request that failed (a 404) is an error in the console
+            if message.type == "error":
+                errors.append(message.text)
+        page.on("console", console)
         page.goto(f"http://127.0.0.1:{port}/")
         page.wait_for_function("document.getElementById('grid').naturalWidth > 0")
         assert page.text_content("#title") == "dcgan.py on mnist"
