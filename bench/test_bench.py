@@ -84,6 +84,7 @@ def fake_images(n, channels, size, seed=0):
     return torch.randint(0, 256, (n, channels, size, size), dtype=torch.uint8, generator=g)
 
 
+@pytest.mark.parametrize("precision", ["default", "fp32"])  # the script's (bf16 where native), --no-amp
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("model,argv,channels,size", [
     ("mlp_gan-2d", [], None, None),
@@ -94,13 +95,14 @@ def fake_images(n, channels, size, seed=0):
     ("dcgan-32-conditional", ["--image-size", "32", "--conditional"], 3, 32),  # 10 classes
     ("wgan_sn-32-conditional", ["--image-size", "32", "--conditional"], 3, 32),
 ])
-def test_train_step(benchmark, device, model, argv, channels, size):
+def test_train_step(benchmark, device, model, argv, channels, size, precision):
     module = {"mlp": mlp_gan, "dcg": dcgan, "wga": wgan_sn}[model[:3]]
     device = torch.device(device)
-    benchmark.group = f"{model.removesuffix('-conditional')}-{device}"
-    benchmark.name = f"{model}[{device}]"
+    benchmark.group = f"{model.removesuffix('-conditional')}-{device}-{precision}"
+    benchmark.name = f"{model}[{device}-{precision}]"
     data = fake_images(2048, channels, size) if channels else None
-    step, per_step = script_step(module, argv, channels, device, data)
+    flags = argv + (["--no-amp"] if precision == "fp32" else [])
+    step, per_step = script_step(module, flags, channels, device, data)
     run(benchmark, step, device, per_step)
 
 
@@ -129,7 +131,7 @@ def textbook_models(device):
 def test_textbook_dcgan_step_64(benchmark, device):
     import torchvision.transforms as T
     device = torch.device(device)
-    benchmark.group = f"dcgan-64-{device}"
+    benchmark.group = f"dcgan-64-{device}-fp32"  # the textbook step has no autocast
     benchmark.name = f"textbook-dcgan-64[{device}]"
     try:  # real CIFAR-10 when it is unpacked under ./data, else random images of the same shape
         images = dcgan.load_cifar10("data", True)[0][:10000].permute(0, 2, 3, 1).numpy()
