@@ -45,11 +45,14 @@ def number(kind, lo, hi=math.inf):  # an argparse type: a finite int or float fr
     parse.__name__ = kind.__name__  # argparse's message for a non-number: "invalid int value"
     return parse
 
+class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):  # but not "None": a script fills those in
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
 def common_flags(description, datasets):
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=description, formatter_class=DefaultsShown)
     a = p.add_argument
-    a("--dataset", default=datasets[0], choices=datasets)
+    a("--dataset", default=datasets[0], choices=datasets, help="what to train on")
     a("--data-dir", default="data", help="torchvision's root layout; with --dataset folder, the image folder")
     a("--image-size", type=number(int, 8, 1024), default=32, help="side in pixels (conv nets: 16 to 128)")
     a("--channels", type=int, choices=[1, 3], default=None, help="1 = grayscale (default: the dataset's own)")
@@ -58,16 +61,19 @@ def common_flags(description, datasets):
     one, rate, beta = number(int, 1), number(float, 0, 10), number(float, 0, 0.9999)
     a("--batch-size", type=one, default=64, help="images a step; under torchrun a rank's (the global batch: "
       "this times the ranks)")
-    for flag, default, kind in [("--epochs", 20, one), ("--z-dim", 100, one),
-                                ("--lr-g", 2e-4, rate), ("--lr-d", 2e-4, rate), ("--beta1", 0.5, beta),
-                                ("--beta2", 0.999, beta), ("--ema-decay", 0.999, beta), ("--seed", 0, int)]:
-        a(flag, type=kind, default=default)
+    for flag, default, kind, text in [
+            ("--epochs", 20, one, "passes over the data"), ("--z-dim", 100, one, "latent size"),
+            ("--lr-g", 2e-4, rate, "G's Adam learning rate"), ("--lr-d", 2e-4, rate, "D's Adam learning rate"),
+            ("--beta1", 0.5, beta, "Adam's beta1"), ("--beta2", 0.999, beta, "Adam's beta2"),
+            ("--ema-decay", 0.999, beta, "decay of the EMA of G's weights"), ("--seed", 0, int, "random seed")]:
+        a(flag, type=kind, default=default, help=text)
     a("--noise", choices=["normal", "uniform"], default="normal", help="latent distribution")
     a("--ema", action=argparse.BooleanOptionalAction, default=True, help="sample from an EMA of G's weights")
     a("--device", default="auto", help="auto picks cuda, then mps, then cpu")
     a("--amp", action=argparse.BooleanOptionalAction, default=True,
       help="bf16 autocast where the device runs bf16 natively: CUDA GPUs of compute capability 8.0 and up "
-      "(Ampere on), Apple MPS, CPUs with AVX-512 or ARM bf16; elsewhere (a T4, a V100, an AVX2 CPU) fp32")
+      "(Ampere on), Apple MPS, CPUs with AVX-512 or ARM bf16; elsewhere (a T4, a V100, an AVX2 CPU), and with "
+      "--no-amp, fp32 (on CUDA with TF32 matmuls and convolutions)")
     a("--compile", action="store_true", help="torch.compile the networks")
     a("--out-dir", default=None, help="default out/<script>-<dataset>")
     a("--resume", action="store_true", help="continue from <out-dir>/ckpt.pt (learning rates, betas, epochs "
@@ -85,35 +91,36 @@ def common_flags(description, datasets):
     return p
 # --- end shared: flags ---
 
+# Unset, these flags follow the data. From sweeps on grid25 and MNIST: the R1 penalty mattered most (all modes
+# on grid25; no collapse on MNIST), then ReLU in G, then equal, fast learning rates with the EMA of G.
+RECIPES = {"2-D sets": dict(epochs=20, batch_size=512, z_dim=16, lr_g=1e-3, lr_d=1e-3, r1=0.1, g_width=128,
+                            d_width=128, lr_decay_from=0.6, amp=False),  # bf16 rounds points near 4 to 0.03s
+           "images": dict(epochs=20, batch_size=64, z_dim=100, lr_g=2e-4, lr_d=2e-4, r1=10.0, g_width=256,
+                          d_width=256, lr_decay_from=1.0, amp=True),
+           "images --lite": dict(epochs=100, batch_size=64, z_dim=64, lr_g=2e-4, lr_d=2e-4, r1=10.0,
+                                 g_width=128, d_width=128, lr_decay_from=1.0, amp=True)}
+
 def parse_args(argv=None):
     p = common_flags(__doc__.splitlines()[0], POINT_SETS + ["mnist", "fashion-mnist"])
     a, one, unit = p.add_argument, number(int, 1), number(float, 0, 0.99)
-    a("--g-width", type=one, default=None, help="hidden units per G layer (default 256; 2-D and --lite 128)")
-    a("--d-width", type=one, default=None, help="hidden units per D layer (default 256; 2-D and --lite 128)")
+    a("--g-width", type=one, default=None, help="hidden units per G layer")
+    a("--d-width", type=one, default=None, help="hidden units per D layer")
     a("--depth", type=number(int, 0), default=3, help="hidden layers in G and in D")
-    a("--pack", type=one, default=None, help="PacGAN: D judges this many samples at once (default 1)")
+    a("--pack", type=one, default=1, help="PacGAN: D judges this many samples at once")
     a("--d-dropout", type=unit, default=0.0, help="dropout after each D activation")
     a("--label-smoothing", type=unit, default=0.0, help="0.1 makes the real target 0.9")
     a("--r1", type=number(float, 0), default=None, metavar="GAMMA",
-      help="R1 penalty GAMMA/2 * E|grad D(real)|^2 (Mescheder et al. 2018); default 2-D 0.1, images 10")
+      help="R1 penalty GAMMA/2 * E|grad D(real)|^2 (Mescheder et al. 2018)")
     a("--r1-every", type=one, default=4, help="apply R1 every K D updates (its double backward is costly)")
     a("--steps-per-epoch", type=one, default=1000, help="2-D sets: batches per epoch")
     a("--lr-decay-from", type=number(float, 0, 1), default=None, metavar="FRACTION",
-      help="2-D sets: from this fraction of the run, both learning rates fall linearly to 0 (default 0.6)")
+      help="from this fraction of the run, both learning rates fall linearly to 0 (2-D sets)")
     a("--lite", action="store_true", help="images: 10k of them, 64-d latent, narrower layers, 100 epochs")
     p.set_defaults(epochs=None, batch_size=None, z_dim=None, lr_g=None, lr_d=None, amp=None, image_size=28)
+    p.epilog = "Unset, these follow the data: " + "; ".join(f"{k} {v}" for k, v in RECIPES.items()) + "."
     args = p.parse_args(argv)
-    # Dataset-dependent defaults, from sweeps on grid25 and MNIST: the R1 penalty mattered most (all modes
-    # on grid25; no collapse on MNIST), then ReLU in G, then equal, fast learning rates with the EMA of G.
-    pts, lite = args.dataset in POINT_SETS, args.lite
-    fill = dict(epochs=100 if lite else 20, batch_size=512 if pts else 64,
-                z_dim=16 if pts else 64 if lite else 100,
-                lr_g=1e-3 if pts else 2e-4, lr_d=1e-3 if pts else 2e-4, pack=1, r1=0.1 if pts else 10.0,
-                g_width=128 if lite or pts else 256, d_width=128 if lite or pts else 256,
-                lr_decay_from=0.6 if pts else 1.0, amp=not pts)  # bf16 rounds points near 4 to steps of 0.03
-    for k, v in fill.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    recipe = RECIPES["2-D sets" if args.dataset in POINT_SETS else "images --lite" if args.lite else "images"]
+    vars(args).update({k: v for k, v in recipe.items() if getattr(args, k) is None})  # flags win
     if args.batch_size % args.pack:
         p.error(f"--batch-size {args.batch_size} must be a multiple of --pack {args.pack}")
     return args

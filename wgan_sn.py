@@ -42,11 +42,14 @@ def number(kind, lo, hi=math.inf):  # an argparse type: a finite int or float fr
     parse.__name__ = kind.__name__  # argparse's message for a non-number: "invalid int value"
     return parse
 
+class DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):  # but not "None": a script fills those in
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
 def common_flags(description, datasets):
-    p = argparse.ArgumentParser(description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(description=description, formatter_class=DefaultsShown)
     a = p.add_argument
-    a("--dataset", default=datasets[0], choices=datasets)
+    a("--dataset", default=datasets[0], choices=datasets, help="what to train on")
     a("--data-dir", default="data", help="torchvision's root layout; with --dataset folder, the image folder")
     a("--image-size", type=number(int, 8, 1024), default=32, help="side in pixels (conv nets: 16 to 128)")
     a("--channels", type=int, choices=[1, 3], default=None, help="1 = grayscale (default: the dataset's own)")
@@ -55,16 +58,19 @@ def common_flags(description, datasets):
     one, rate, beta = number(int, 1), number(float, 0, 10), number(float, 0, 0.9999)
     a("--batch-size", type=one, default=64, help="images a step; under torchrun a rank's (the global batch: "
       "this times the ranks)")
-    for flag, default, kind in [("--epochs", 20, one), ("--z-dim", 100, one),
-                                ("--lr-g", 2e-4, rate), ("--lr-d", 2e-4, rate), ("--beta1", 0.5, beta),
-                                ("--beta2", 0.999, beta), ("--ema-decay", 0.999, beta), ("--seed", 0, int)]:
-        a(flag, type=kind, default=default)
+    for flag, default, kind, text in [
+            ("--epochs", 20, one, "passes over the data"), ("--z-dim", 100, one, "latent size"),
+            ("--lr-g", 2e-4, rate, "G's Adam learning rate"), ("--lr-d", 2e-4, rate, "D's Adam learning rate"),
+            ("--beta1", 0.5, beta, "Adam's beta1"), ("--beta2", 0.999, beta, "Adam's beta2"),
+            ("--ema-decay", 0.999, beta, "decay of the EMA of G's weights"), ("--seed", 0, int, "random seed")]:
+        a(flag, type=kind, default=default, help=text)
     a("--noise", choices=["normal", "uniform"], default="normal", help="latent distribution")
     a("--ema", action=argparse.BooleanOptionalAction, default=True, help="sample from an EMA of G's weights")
     a("--device", default="auto", help="auto picks cuda, then mps, then cpu")
     a("--amp", action=argparse.BooleanOptionalAction, default=True,
       help="bf16 autocast where the device runs bf16 natively: CUDA GPUs of compute capability 8.0 and up "
-      "(Ampere on), Apple MPS, CPUs with AVX-512 or ARM bf16; elsewhere (a T4, a V100, an AVX2 CPU) fp32")
+      "(Ampere on), Apple MPS, CPUs with AVX-512 or ARM bf16; elsewhere (a T4, a V100, an AVX2 CPU), and with "
+      "--no-amp, fp32 (on CUDA with TF32 matmuls and convolutions)")
     a("--compile", action="store_true", help="torch.compile the networks")
     a("--out-dir", default=None, help="default out/<script>-<dataset>")
     a("--resume", action="store_true", help="continue from <out-dir>/ckpt.pt (learning rates, betas, epochs "
