@@ -3,7 +3,7 @@
 
     python dcgan.py --dataset cifar10 --epochs 20
     python dcgan.py --dataset mnist --conditional         # class-conditional: G and D are given the digit
-    python dcgan.py --dataset folder --data-dir faces/ --image-size 64 --hflip
+    python dcgan.py --dataset folder --data-dir faces/ --image-size 64 --hflip   # DiffAugment below 20k images
     python dcgan.py --generate 10000 --ckpt out/dcgan-cifar10/ckpt.pt --to samples.npz
     torchrun --standalone --nproc_per_node=4 dcgan.py --dataset cifar10   # 4 GPUs; --batch-size is per GPU
 
@@ -94,6 +94,7 @@ def parse_args(argv=None):
     a("--d-steps", type=one, default=1, help="D updates per G update")
     a("--label-smoothing", type=unit, default=0.0, help="0.1 makes the real target 0.9")
     a("--d-dropout", type=unit, default=0.0, help="dropout after each D activation")
+    a("--diffaug", type=diffaug_policy, default="auto", metavar="POLICY", help=DIFFAUG_HELP)
     args = p.parse_args(argv)
     if args.generate is None and args.image_size not in (16, 32, 64, 128):
         p.error(f"argument --image-size: {args.image_size} is not a power of two from 16 to 128")
@@ -158,6 +159,7 @@ def train_step(G, D, opt_G, opt_D, reals, labels, *, args, amp, step, total_step
         with amp:
             with torch.no_grad():  # the D step needs no graph through G
                 fake = G(z, y)
+            real, fake = diff_augment(real, args.diffaug), diff_augment(fake, args.diffaug)
             d_real, d_fake = D(real, y), D(fake, y)  # two passes: D's BatchNorm must not mix reals and fakes
             loss_d = F.binary_cross_entropy_with_logits(d_real, real_target) + \
                 F.binary_cross_entropy_with_logits(d_fake, zeros)
@@ -168,7 +170,8 @@ def train_step(G, D, opt_G, opt_D, reals, labels, *, args, amp, step, total_step
     D.requires_grad_(False)  # the G step needs no gradients for D's weights
     D_frozen = getattr(D, "module", D)  # outside DDP: frozen weights have no gradients to all-reduce
     with amp:
-        loss_g = F.binary_cross_entropy_with_logits(D_frozen(G(z, y), y), ones)  # non-saturating
+        fake = diff_augment(G(z, y), args.diffaug)  # G's gradient goes through the augmentation
+        loss_g = F.binary_cross_entropy_with_logits(D_frozen(fake, y), ones)  # non-saturating
     opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_G.step()
@@ -262,8 +265,71 @@ def load_folder(folder, image_size, channels):  # every image under folder, deco
     return data["images"], data["labels"], classes
 
 EPOCH_METRICS = ["fid"]
-def load_data(args):  # images, labels, class names
-    return load_images(args.dataset, args.data_dir, args.image_size, args.channels)
+def load_data(args):  # images, labels, class names; a --diffaug of auto is settled by how many images
+    x, labels, classes = load_images(args.dataset, args.data_dir, args.image_size, args.channels)
+    args.diffaug, why = settle_diffaug(args, len(x))  # (the checkpoint's args record what ran)
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        print(f"{len(x):,} images: {why}")
+    return x, labels, classes
+
+# DiffAugment (Zhao et al. 2020): the same random, differentiable transforms on every image D sees, real and
+# generated, in D's step and in G's, so that D cannot memorise a small dataset and G learns no augmentation.
+DIFFAUG_OPS = ("color", "translation", "cutout")
+DIFFAUG_AUTO = "color,translation,cutout"  # what auto runs on a dataset of fewer than DIFFAUG_BELOW images
+DIFFAUG_BELOW = 20_000
+DIFFAUG_HELP = (f"DiffAugment: auto, off, or a comma list of {', '.join(DIFFAUG_OPS)}; auto runs {DIFFAUG_AUTO} "
+                f"on fewer than {DIFFAUG_BELOW:,} images, else off; --resume keeps the run's")
+
+def diffaug_policy(text):  # an argparse type: auto, off, or a comma list of DIFFAUG_OPS
+    ops = text.split(",")
+    if text not in ("auto", "off") and not set(ops) <= set(DIFFAUG_OPS):
+        raise argparse.ArgumentTypeError(f"{text}: use auto, off or a comma list of {', '.join(DIFFAUG_OPS)}")
+    return text
+
+def settle_diffaug(args, n_images):  # -> (policy, why): a policy given wins, then a resumed run's, then auto
+    if args.diffaug != "auto":
+        return args.diffaug, f"DiffAugment {args.diffaug} (--diffaug)"
+    if args.resume:
+        saved = load_checkpoint(Path(args.out_dir) / "ckpt.pt")["args"].get("diffaug", "off")
+        return saved, f"DiffAugment {saved} (the run's, from its checkpoint; --diffaug changes it)"
+    if n_images < DIFFAUG_BELOW:
+        return DIFFAUG_AUTO, f"DiffAugment {DIFFAUG_AUTO} (--diffaug auto: fewer than {DIFFAUG_BELOW:,})"
+    return "off", f"DiffAugment off (--diffaug auto: {DIFFAUG_BELOW:,} images or more)"
+
+def diff_augment(x, policy):  # images in [-1, 1], each transformed with its own random draws (policy off: x)
+    n, device = len(x), x.device
+    ops = policy.split(",")
+    if "color" in ops:  # brightness, saturation and contrast, as the reference code
+        x = x + (torch.rand(n, 1, 1, 1, device=device) - 0.5)
+        gray = x.mean(1, keepdim=True)
+        x = (x - gray) * (2 * torch.rand(n, 1, 1, 1, device=device)) + gray
+        mean = x.mean((1, 2, 3), keepdim=True)
+        x = (x - mean) * (torch.rand(n, 1, 1, 1, device=device) + 0.5) + mean
+    if "translation" in ops:
+        x = translate(x, 0.125)
+    if "cutout" in ops:
+        x = cut_out(x, 0.5)
+    return x
+
+def translate(x, ratio):  # each image moved by up to ratio of its side in each direction, zeros come in
+    n, _, h, w = x.shape
+    def shifts(side):  # (n, 1, 1) whole-pixel moves from -ratio * side to +ratio * side
+        most = int(side * ratio + 0.5)
+        return torch.randint(-most, most + 1, (n, 1, 1), device=x.device)
+    rows = (torch.arange(h, device=x.device)[None, :, None] + shifts(h) + 1).clamp(0, h + 1)  # into the pad
+    cols = (torch.arange(w, device=x.device)[None, None, :] + shifts(w) + 1).clamp(0, w + 1)
+    padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # a border of zeros stands for what came in
+    return padded[torch.arange(n, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+
+def cut_out(x, ratio):  # a square of ratio of the side set to 0, centred anywhere in each image
+    n, _, h, w = x.shape
+    def span(side):  # (n, 1, 1) first index of the square, and its size (it may stick out of the image)
+        size = int(side * ratio + 0.5)
+        return torch.randint(0, side + 1 - size % 2, (n, 1, 1), device=x.device) - size // 2, size
+    (top, height), (left, width) = span(h), span(w)
+    ys, xs = torch.arange(h, device=x.device)[None, :, None], torch.arange(w, device=x.device)[None, None, :]
+    inside = (ys >= top) & (ys < top + height) & (xs >= left) & (xs < left + width)
+    return x * (~inside)[:, None].to(x.dtype)
 
 def batch_to_float(batch, device, args):
     return to_float(batch, device, args.hflip, args.jitter).contiguous(memory_format=memory_format(device))

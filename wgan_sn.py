@@ -9,6 +9,7 @@
 
 Every critic layer is spectrally normalised (torch's parametrization), bounding its Lipschitz constant with no
 weight clipping; --gp adds the WGAN-GP penalty. CIFAR-10 defaults: SN-GAN's recipe at half width, batch 32.
+--diffaug (DiffAugment, auto: on below 20,000 images) augments reals and fakes alike, before the penalty too.
 Measured on 2 AMD EPYC cores with AVX-512 and bf16, torch 2.14.1, 2026-11-27: 20 CIFAR-10 epochs of 113 s
 (2.2x dcgan.py's) gave FID 39.7 and, seed 1, 43.85 (10,000 EMA samples vs all 50,000 training images);
 Fashion-MNIST: all classes, 2026-11-26. More: README.
@@ -99,6 +100,7 @@ def parse_args(argv=None):
     a("--loss", choices=["wasserstein", "hinge"], default="hinge", help="wasserstein needs --gp 10 here")
     a("--gp", type=number(float, 0), default=0.0, metavar="LAMBDA", help="WGAN-GP gradient penalty weight")
     a("--n-critic", type=one, default=1, help="critic updates per generator update")
+    a("--diffaug", type=diffaug_policy, default="auto", metavar="POLICY", help=DIFFAUG_HELP)
     for flag, how, text in [  # unset, these follow the dataset (RECIPES, listed in --help's epilog)
             ("--g-batch-mult", dict(type=one), "generator batch = this x --batch-size"),
             ("--lr-decay", dict(action=argparse.BooleanOptionalAction), "lr falls linearly to 0 in the run"),
@@ -209,6 +211,7 @@ def train_step(G, D, opt_G, opt_D, reals, labels, *, args, amp, step, total_step
         with amp:
             with torch.no_grad():  # the critic step needs no graph through G
                 fake = G(z, y)
+            real, fake = diff_augment(real, args.diffaug), diff_augment(fake, args.diffaug)  # (also for the GP)
             # One critic pass over reals and fakes: it has no BatchNorm, so this equals two passes, cheaper.
             d_real, d_fake = D(torch.cat([real, fake.to(real.dtype)]), torch.cat([y, y])).float().split(n)
             loss_d = critic_loss(d_real, d_fake, args.loss)
@@ -222,7 +225,7 @@ def train_step(G, D, opt_G, opt_D, reals, labels, *, args, amp, step, total_step
     D.requires_grad_(False)  # the generator step needs no gradients for the critic's weights
     D_frozen = getattr(D, "module", D)  # outside DDP: frozen weights have no gradients to all-reduce
     with amp:
-        loss_g = -D_frozen(G(z, y), y).float().mean()  # the same for both losses
+        loss_g = -D_frozen(diff_augment(G(z, y), args.diffaug), y).float().mean()  # the same for both losses
     opt_G.zero_grad(set_to_none=True)
     loss_g.backward()
     opt_G.step()
@@ -315,8 +318,71 @@ def load_folder(folder, image_size, channels):  # every image under folder, deco
     return data["images"], data["labels"], classes
 
 EPOCH_METRICS = ["fid"]
-def load_data(args):  # images, labels, class names
-    return load_images(args.dataset, args.data_dir, args.image_size, args.channels)
+def load_data(args):  # images, labels, class names; a --diffaug of auto is settled by how many images
+    x, labels, classes = load_images(args.dataset, args.data_dir, args.image_size, args.channels)
+    args.diffaug, why = settle_diffaug(args, len(x))  # (the checkpoint's args record what ran)
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        print(f"{len(x):,} images: {why}")
+    return x, labels, classes
+
+# DiffAugment (Zhao et al. 2020): the same random, differentiable transforms on every image D sees, real and
+# generated, in D's step and in G's, so that D cannot memorise a small dataset and G learns no augmentation.
+DIFFAUG_OPS = ("color", "translation", "cutout")
+DIFFAUG_AUTO = "color,translation,cutout"  # what auto runs on a dataset of fewer than DIFFAUG_BELOW images
+DIFFAUG_BELOW = 20_000
+DIFFAUG_HELP = (f"DiffAugment: auto, off, or a comma list of {', '.join(DIFFAUG_OPS)}; auto runs {DIFFAUG_AUTO} "
+                f"on fewer than {DIFFAUG_BELOW:,} images, else off; --resume keeps the run's")
+
+def diffaug_policy(text):  # an argparse type: auto, off, or a comma list of DIFFAUG_OPS
+    ops = text.split(",")
+    if text not in ("auto", "off") and not set(ops) <= set(DIFFAUG_OPS):
+        raise argparse.ArgumentTypeError(f"{text}: use auto, off or a comma list of {', '.join(DIFFAUG_OPS)}")
+    return text
+
+def settle_diffaug(args, n_images):  # -> (policy, why): a policy given wins, then a resumed run's, then auto
+    if args.diffaug != "auto":
+        return args.diffaug, f"DiffAugment {args.diffaug} (--diffaug)"
+    if args.resume:
+        saved = load_checkpoint(Path(args.out_dir) / "ckpt.pt")["args"].get("diffaug", "off")
+        return saved, f"DiffAugment {saved} (the run's, from its checkpoint; --diffaug changes it)"
+    if n_images < DIFFAUG_BELOW:
+        return DIFFAUG_AUTO, f"DiffAugment {DIFFAUG_AUTO} (--diffaug auto: fewer than {DIFFAUG_BELOW:,})"
+    return "off", f"DiffAugment off (--diffaug auto: {DIFFAUG_BELOW:,} images or more)"
+
+def diff_augment(x, policy):  # images in [-1, 1], each transformed with its own random draws (policy off: x)
+    n, device = len(x), x.device
+    ops = policy.split(",")
+    if "color" in ops:  # brightness, saturation and contrast, as the reference code
+        x = x + (torch.rand(n, 1, 1, 1, device=device) - 0.5)
+        gray = x.mean(1, keepdim=True)
+        x = (x - gray) * (2 * torch.rand(n, 1, 1, 1, device=device)) + gray
+        mean = x.mean((1, 2, 3), keepdim=True)
+        x = (x - mean) * (torch.rand(n, 1, 1, 1, device=device) + 0.5) + mean
+    if "translation" in ops:
+        x = translate(x, 0.125)
+    if "cutout" in ops:
+        x = cut_out(x, 0.5)
+    return x
+
+def translate(x, ratio):  # each image moved by up to ratio of its side in each direction, zeros come in
+    n, _, h, w = x.shape
+    def shifts(side):  # (n, 1, 1) whole-pixel moves from -ratio * side to +ratio * side
+        most = int(side * ratio + 0.5)
+        return torch.randint(-most, most + 1, (n, 1, 1), device=x.device)
+    rows = (torch.arange(h, device=x.device)[None, :, None] + shifts(h) + 1).clamp(0, h + 1)  # into the pad
+    cols = (torch.arange(w, device=x.device)[None, None, :] + shifts(w) + 1).clamp(0, w + 1)
+    padded = F.pad(x, (1, 1, 1, 1)).permute(0, 2, 3, 1)  # a border of zeros stands for what came in
+    return padded[torch.arange(n, device=x.device)[:, None, None], rows, cols].permute(0, 3, 1, 2)
+
+def cut_out(x, ratio):  # a square of ratio of the side set to 0, centred anywhere in each image
+    n, _, h, w = x.shape
+    def span(side):  # (n, 1, 1) first index of the square, and its size (it may stick out of the image)
+        size = int(side * ratio + 0.5)
+        return torch.randint(0, side + 1 - size % 2, (n, 1, 1), device=x.device) - size // 2, size
+    (top, height), (left, width) = span(h), span(w)
+    ys, xs = torch.arange(h, device=x.device)[None, :, None], torch.arange(w, device=x.device)[None, None, :]
+    inside = (ys >= top) & (ys < top + height) & (xs >= left) & (xs < left + width)
+    return x * (~inside)[:, None].to(x.dtype)
 
 def batch_to_float(batch, device, args):
     return to_float(batch, device, args.hflip, args.jitter).contiguous(memory_format=memory_format(device))

@@ -90,6 +90,7 @@ def fake_images(n, channels, size, seed=0):
     ("mlp_gan-2d", [], None, None),
     ("mlp_gan-mnist", ["--dataset", "mnist"], 1, 28),
     ("dcgan-32", ["--image-size", "32"], 3, 32),
+    ("dcgan-32-diffaug", ["--image-size", "32", "--diffaug", "color,translation,cutout"], 3, 32),
     ("dcgan-64", ["--image-size", "64"], 3, 64),
     ("wgan_sn-32", ["--image-size", "32"], 3, 32),
     ("dcgan-32-conditional", ["--image-size", "32", "--conditional"], 3, 32),  # 10 classes
@@ -98,7 +99,7 @@ def fake_images(n, channels, size, seed=0):
 def test_train_step(benchmark, device, model, argv, channels, size, precision):
     module = {"mlp": mlp_gan, "dcg": dcgan, "wga": wgan_sn}[model[:3]]
     device = torch.device(device)
-    benchmark.group = f"{model.removesuffix('-conditional')}-{device}-{precision}"
+    benchmark.group = f"{model.removesuffix('-conditional').removesuffix('-diffaug')}-{device}-{precision}"
     benchmark.name = f"{model}[{device}-{precision}]"
     data = fake_images(2048, channels, size) if channels else None
     flags = argv + (["--no-amp"] if precision == "fp32" else [])
