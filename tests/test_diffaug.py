@@ -1,13 +1,17 @@
 """DiffAugment (--diffaug) in dcgan.py and wgan_sn.py (a shared block: dcgan.py's copy is tested here, the
 training step and the runs of both): the ops, their randomness, auto's switch, runs, resumes, labels."""
 import contextlib
+import sys
 
 import pytest
 import torch
 
 import dcgan
 import wgan_sn
-from conftest import class_folder, make_nets, step
+from conftest import ROOT, class_folder, make_cifar, make_nets, step
+
+sys.path.insert(0, str(ROOT / "bench"))
+import cifar10_subset  # noqa: E402
 
 ALL = "color,translation,cutout"
 
@@ -156,3 +160,14 @@ def test_a_conditional_step_keeps_each_images_label_and_augments_every_pass(modu
 def came_in(x):  # per image: a whole edge row or column of zeros, which a translation brings in
     edges = [x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]]  # each (n, channels, side)
     return torch.stack([(edge == 0).all(2).all(1) for edge in edges]).any(0)
+
+
+def test_the_cifar10_subset_is_the_first_images_of_each_class_in_a_folder_a_class(tmp_path):
+    make_cifar(tmp_path / "data")  # 80 training images, random labels
+    x, labels, classes = dcgan.load_cifar10(tmp_path / "data")
+    written = cifar10_subset.write_subset(2, tmp_path / "subset", tmp_path / "data")
+    loaded, folder_labels, folder_classes = dcgan.load_images("folder", tmp_path / "subset", 32)
+    expected = [i for c in range(10) for i in (labels == c).nonzero().flatten()[:2].tolist()]
+    assert written == len(expected) == len(loaded) and folder_classes == sorted(classes)
+    assert torch.equal(loaded, x[expected]) and [folder_classes[k] for k in folder_labels] == \
+        [classes[labels[i]] for i in expected]
