@@ -1,5 +1,5 @@
 """DiffAugment (--diffaug) in dcgan.py and wgan_sn.py (a shared block: dcgan.py's copy is tested here, the
-training step and the runs of both): the ops, their randomness, auto's switch, runs, resumes, labels."""
+training step and the runs of both): the ops, their randomness, the default, runs, resumes, labels."""
 import contextlib
 import sys
 
@@ -80,7 +80,7 @@ def test_color_changes_brightness_saturation_and_contrast_within_the_references_
     assert (out == out[:, :1, :1, :1]).all() and shift.abs().max() <= 0.5 and shift.std() > 0.2
 
 
-@pytest.mark.parametrize("policy", ["off", "auto"])  # auto is settled before training; unsettled: nothing
+@pytest.mark.parametrize("policy", ["off", None])  # None: a step run before load_data() settles the flag
 def test_off_leaves_the_images_and_the_random_stream_alone(policy):
     x = images()
     torch.manual_seed(0)
@@ -89,14 +89,12 @@ def test_off_leaves_the_images_and_the_random_stream_alone(policy):
     assert out is x and torch.equal(after, torch.rand(3))  # no random number drawn
 
 
-def test_auto_switches_at_the_threshold_and_a_given_policy_wins(tmp_path):
+def test_the_default_is_off_and_a_given_policy_wins(tmp_path):
     args = dcgan.parse_args(["--out-dir", str(tmp_path)])
-    below, at = dcgan.DIFFAUG_BELOW - 1, dcgan.DIFFAUG_BELOW
-    assert args.diffaug == "auto" and dcgan.settle_diffaug(args, below)[0] == dcgan.DIFFAUG_AUTO
-    assert dcgan.settle_diffaug(args, at)[0] == "off"
-    given = dcgan.parse_args(["--diffaug", "translation"])
-    assert dcgan.settle_diffaug(given, below)[0] == dcgan.settle_diffaug(given, at)[0] == "translation"
-    for bad in ("colour", "color,", "auto,color", ""):
+    assert args.diffaug is None and dcgan.settle_diffaug(args)[0] == "off"
+    given = dcgan.parse_args(["--diffaug", "translation", "--out-dir", str(tmp_path)])
+    assert dcgan.settle_diffaug(given) == ("translation", "--diffaug")
+    for bad in ("colour", "color,", "auto", "off,color", ""):
         with pytest.raises(SystemExit):
             dcgan.parse_args(["--diffaug", bad])
 
@@ -104,25 +102,27 @@ def test_auto_switches_at_the_threshold_and_a_given_policy_wins(tmp_path):
 @pytest.mark.parametrize("module", [dcgan, wgan_sn])
 @pytest.mark.parametrize("policy", ["off", "translation", ALL])
 def test_a_tiny_run_with_each_policy_finishes_and_resumes_with_it(module, policy, tmp_path, capsys):
-    class_folder(tmp_path / "images")  # 48 images: auto would run DiffAugment
+    class_folder(tmp_path / "images")  # 48 images
     flags = ["--dataset", "folder", "--data-dir", str(tmp_path / "images"), "--image-size", "16",
              "--batch-size", "16", "--g-width", "32", "--d-width", "8", "--device", "cpu",
              "--out-dir", str(tmp_path / "run")]
     module.main([*flags, "--epochs", "1", "--diffaug", policy])
     assert capsys.readouterr().out.startswith(f"48 images: DiffAugment {policy} (--diffaug)\n")
-    module.main([*flags, "--epochs", "2", "--resume"])  # auto: the run's policy, from its checkpoint
+    module.main([*flags, "--epochs", "2", "--resume"])  # no --diffaug: the run's, from its checkpoint
     assert f"48 images: DiffAugment {policy} (the run's" in capsys.readouterr().out
     checkpoint = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert checkpoint["epoch"] == 2 and checkpoint["args"]["diffaug"] == policy
 
 
-def test_a_new_run_says_what_auto_chose_and_why(tmp_path, capsys):
+def test_a_new_run_says_it_runs_without_diffaugment_and_why(tmp_path, capsys):
     class_folder(tmp_path / "images")
     dcgan.main(["--dataset", "folder", "--data-dir", str(tmp_path / "images"), "--image-size", "16",
                 "--batch-size", "16", "--g-width", "8", "--d-width", "8", "--epochs", "1", "--device", "cpu",
                 "--out-dir", str(tmp_path / "run")])
     assert capsys.readouterr().out.splitlines()[0] == \
-        f"48 images: DiffAugment {ALL} (--diffaug auto: fewer than {dcgan.DIFFAUG_BELOW:,})"
+        "48 images: DiffAugment off (the default; --diffaug color,translation,cutout turns it on)"
+    checkpoint = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
+    assert checkpoint["args"]["diffaug"] == "off"
 
 
 class Recorder(torch.nn.Module):  # D as the step sees it, recording each pass's images and labels
