@@ -98,7 +98,8 @@ class Run:
         G = module.build(args, ck["channels"], len(args.classes) if args.conditional else 0)[0]
         G.load_state_dict(ck["G_ema"] if ck.get("G_ema") is not None else ck["G"])
         self.module, self.args, self.meta, self.stamp = module, args, ck, stamp
-        self.code = str(Path(module.__file__).resolve())  # the file whose networks run, said on the page
+        code, here = Path(module.__file__).resolve(), Path.cwd().resolve()  # the file whose networks run, said
+        self.code = str(code.relative_to(here) if code.is_relative_to(here) else code)  # on the page: short
         self.G, self.device = G.to(device).eval().requires_grad_(False), device
         self.pca = None  # the directions of this G, made when first asked for
         self.version += 1

@@ -11,10 +11,12 @@ grid25: 25 Gaussians at {-4,-2,0,2,4}^2, std 0.05; ring8: 8 on a circle of radiu
 Both are sampled fresh every batch, so an "epoch" is --steps-per-epoch batches. Each epoch logs the
 VEEGAN/PacGAN mode metrics on 2,500 samples: a sample is high quality within 3 std of its nearest
 mode, a mode is captured when a high-quality sample is nearest to it, and KL(sample modes || uniform).
-Measured on 2 AMD EPYC cores, torch 2.14.1, 2026-11-26: the defaults capture 25/25 modes with
-95.4-97.0% high-quality samples in 5 of 5 seeds, 142-169 s each; ring8 8/8 at 96.0%. What got there:
+Measured on 2 AMD EPYC cores with AVX-512, torch 2.14.1, 2026-11-26: the defaults capture 25/25 modes
+with 95.4-97.0% high-quality samples in 5 of 5 seeds, 142-169 s each (about 6 minutes on 2 cores with AVX2
+only, 2026-12-03); ring8 8/8 at 96.0%. What got there:
 the R1 penalty, ReLU in G, equal learning rates of 1e-3, the EMA of G and a final learning-rate decay.
-MNIST --conditional, 20 epochs: 90.7% of samples are classified as their digit (2026-12-01, 1 AVX2 core).
+MNIST --conditional, 20 epochs: 91.9% and 91.1% of samples are classified as their digit (two seeds;
+2 AMD EPYC cores with AVX-512 and bf16, 2026-12-03; bench/class_accuracy.py).
 Where to hack: a new loss or penalty in train_step(); networks in MLPGenerator and MLPDiscriminator (made in
 build()); a new 2-D benchmark in mixture(). Below the '# --- shared' markers: the same code in every script.
 """

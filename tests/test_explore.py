@@ -213,7 +213,7 @@ def test_a_request_the_client_drops_prints_nothing_and_the_next_is_answered(serv
     assert captured.err == "" and captured.out == ""
 
 
-def test_a_checkpoint_that_names_another_script_needs_script(trained, tmp_path, capsys):
+def test_a_checkpoint_that_names_another_script_needs_script(trained, tmp_path, capsys, monkeypatch):
     ck = torch.load(trained / "run" / "ckpt.pt", weights_only=True)
     ck["script"] = "fid"  # a sibling file, not a training script: never imported on a checkpoint's word
     torch.save(ck, tmp_path / "ckpt.pt")
@@ -221,8 +221,11 @@ def test_a_checkpoint_that_names_another_script_needs_script(trained, tmp_path, 
         explore.main([str(tmp_path), "--port", "0"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and "--script" in err and "'fid'" in err
+    monkeypatch.chdir(tmp_path)
     run = explore.Run(tmp_path, script=ROOT / "dcgan.py")  # named by the user: it runs, and the page says which
     assert run.info()["code"] == str((ROOT / "dcgan.py").resolve())
+    monkeypatch.chdir(ROOT)  # a file under the current folder is named from there
+    assert explore.Run(tmp_path, script=ROOT / "dcgan.py").info()["code"] == "dcgan.py"
 
 
 def test_an_ipv6_host_is_served(trained):
