@@ -3,7 +3,7 @@
 
     python dcgan.py --dataset cifar10 --epochs 20
     python dcgan.py --dataset mnist --conditional         # class-conditional: G and D are given the digit
-    python dcgan.py --dataset folder --data-dir faces/ --image-size 64 --hflip --diffaug color,translation,cutout
+    python dcgan.py --dataset folder --data-dir faces/ --image-size 64 --diffaug color,translation,cutout
     python dcgan.py --generate 10000 --ckpt out/dcgan-cifar10/ckpt.pt --to samples.npz
     torchrun --standalone --nproc_per_node=4 dcgan.py --dataset cifar10   # 4 GPUs; --batch-size is per GPU
 
@@ -58,17 +58,19 @@ def common_flags(description, datasets):
       "this times the ranks)")
     for flag, default, kind, text in [
             ("--epochs", 20, one, "passes over the data"), ("--z-dim", 100, one, "latent size"),
-            ("--lr-g", 2e-4, rate, "G's Adam learning rate"), ("--lr-d", 2e-4, rate, "D's Adam learning rate"),
+            ("--lr-g", 2e-4, rate, "G's Adam learning rate"),
+            ("--lr-d", 2e-4, rate, "D's Adam learning rate"),
             ("--beta1", 0.5, beta, "Adam's beta1"), ("--beta2", 0.999, beta, "Adam's beta2"),
-            ("--ema-decay", 0.999, beta, "decay of the EMA of G's weights"), ("--seed", 0, int, "random seed")]:
+            ("--ema-decay", 0.999, beta, "decay of the EMA of G's weights"),
+            ("--seed", 0, int, "random seed")]:
         a(flag, type=kind, default=default, help=text)
     a("--noise", choices=["normal", "uniform"], default="normal", help="latent distribution")
     a("--ema", action=argparse.BooleanOptionalAction, default=True, help="sample from an EMA of G's weights")
     a("--device", default="auto", help="auto picks cuda, then mps, then cpu")
     a("--amp", action=argparse.BooleanOptionalAction, default=True,
       help="bf16 autocast where the device runs bf16 natively: CUDA GPUs of compute capability 8.0 and up "
-      "(Ampere on), Apple MPS, CPUs with AVX-512 or ARM bf16; elsewhere (a T4, a V100, an AVX2 CPU), and with "
-      "--no-amp, fp32 (on CUDA with TF32 matmuls and convolutions)")
+      "(Ampere on), Apple MPS, CPUs with AVX-512 or ARM bf16; elsewhere (a T4, a V100, an AVX2 CPU), and "
+      "with --no-amp, fp32 (on CUDA with TF32 matmuls and convolutions)")
     a("--compile", action="store_true", help="torch.compile the networks")
     a("--out-dir", default=None, help="default out/<script>-<dataset>")
     a("--resume", action="store_true", help="continue from <out-dir>/ckpt.pt (learning rates, betas, epochs "
